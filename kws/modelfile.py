@@ -1,0 +1,94 @@
+"""Self-describing model file: weights, feature config, labels, detector defaults, format version.
+
+Saved with `torch.save` of plain containers and tensors, loaded with `torch.load(weights_only=True)`,
+so opening a model file never runs code from it.
+"""
+from __future__ import annotations
+
+from .errors import KwsError
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .features import FeatureConfig
+from .model import GRUClassifier, ModelConfig
+
+FORMAT = "kws-model"
+FORMAT_VERSION = 1
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "kws12_gru.pt"
+
+
+class ModelFileError(KwsError):
+    """A model file that cannot be used; the message is one line meant for the user."""
+
+
+@dataclass
+class Bundle:
+    """Everything needed to run a trained spotter."""
+    model: GRUClassifier
+    features: FeatureConfig
+    labels: list[str]
+    detector: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+def save_bundle(bundle: Bundle, path: str | Path) -> None:
+    """Atomic write: a crash mid-save leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "labels": list(bundle.labels),
+        "features": bundle.features.to_dict(),
+        "model": bundle.model.cfg.to_dict(),
+        "detector": dict(bundle.detector),
+        "meta": dict(bundle.meta),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in bundle.model.state_dict().items()},
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_bundle(path: str | Path | None = None) -> Bundle:
+    path = Path(path) if path is not None else DEFAULT_MODEL
+    if not path.exists():
+        raise ModelFileError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelFileError(f"model path is a directory, not a model file: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for truncated/corrupt/foreign files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFileError(f"cannot read model file {path}: not a kws model or corrupt ({first[:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a kws model file")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFileError(f"{path} has model format version {version}; this kws reads version {FORMAT_VERSION}")
+    try:
+        fcfg = FeatureConfig.from_dict(payload["features"])
+        mcfg = ModelConfig.from_dict(payload["model"])
+        labels = list(payload["labels"])
+        if len(labels) != mcfg.n_classes:
+            raise ValueError(f"{len(labels)} labels for {mcfg.n_classes} outputs")
+        if fcfg.n_mfcc != mcfg.n_input:
+            raise ValueError(f"features have {fcfg.n_mfcc} coefficients, model expects {mcfg.n_input}")
+        model = GRUClassifier(mcfg)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFileError(f"{path} is an incompatible kws model: {first[:160]}") from None
+    model.eval()
+    return Bundle(model=model, features=fcfg, labels=labels,
+                  detector=dict(payload.get("detector", {})), meta=dict(payload.get("meta", {})))

@@ -1,0 +1,145 @@
+"""Streaming keyword detector: audio chunks in, detections out.
+
+All streaming state lives here: the resampler's filter memory, the MFCC extractor's leftover
+samples, the GRU hidden state, the posterior smoothing window and the refractory timer.
+`reset()` clears all of it. Nothing here depends on how the audio is chunked.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import TARGET_RATE, StreamResampler, sanitize, to_float_mono
+from .features import MFCC, StreamingMFCC
+from .modelfile import Bundle, load_bundle
+
+NON_KEYWORDS = ("_silence_", "_unknown_")
+
+
+@dataclass
+class DetectorConfig:
+    """Detector defaults, stored in the model file and overridable per run."""
+    threshold: float = 0.7            # on the smoothed posterior
+    thresholds: dict = field(default_factory=dict)   # per-label overrides
+    smooth_ms: float = 100.0          # causal moving average of posteriors
+    refractory_s: float = 1.0         # no detection of any label this long after one
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DetectorConfig":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class Detection:
+    label: str
+    score: float
+    time: float          # seconds from stream start (end of the frame that fired)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "score": round(float(self.score), 4), "time": round(float(self.time), 3)}
+
+
+class KeywordSpotter:
+    """The public streaming API: `process(chunk) -> [Detection]`, `reset()`.
+
+    chunk: numpy array or tensor, int16/int32/uint8/float, shape [N] or [N, channels], at the
+    `sample_rate` given here (any rate; resampled to 16 kHz with a streaming resampler).
+    """
+
+    def __init__(self, model: Bundle | str | Path | None = None, sample_rate: int = TARGET_RATE,
+                 keywords: list[str] | None = None, config: DetectorConfig | None = None, **overrides):
+        self.bundle = model if isinstance(model, Bundle) else load_bundle(model)
+        self.labels = self.bundle.labels
+        self.cfg = config or DetectorConfig.from_dict(self.bundle.detector)
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(self.cfg, k, v)
+        fcfg = self.bundle.features
+        if fcfg.sample_rate != TARGET_RATE:
+            raise ValueError(f"model expects {fcfg.sample_rate} Hz features; kws streams at {TARGET_RATE} Hz")
+        self.sample_rate = int(sample_rate)
+        self.model = self.bundle.model.eval()
+        self.mfcc = MFCC(fcfg)
+        self.hop_s = fcfg.hop / fcfg.sample_rate
+        self.win_s = fcfg.n_fft / fcfg.sample_rate
+        self.smooth = max(1, int(round(self.cfg.smooth_ms / 1000 / self.hop_s)))
+        self.refractory = int(round(self.cfg.refractory_s / self.hop_s))
+        wanted = set(keywords) if keywords else None
+        if wanted:
+            unknown = wanted - set(self.labels)
+            if unknown:
+                raise ValueError(f"keywords not in this model: {', '.join(sorted(unknown))} "
+                                 f"(model labels: {', '.join(self.labels)})")
+        thr = np.full(len(self.labels), np.inf, dtype=np.float32)
+        for i, lab in enumerate(self.labels):
+            if lab not in NON_KEYWORDS and (wanted is None or lab in wanted):
+                thr[i] = float(self.cfg.thresholds.get(lab, self.cfg.threshold))
+        self._thr = thr
+        self.resampler = StreamResampler(self.sample_rate, TARGET_RATE)
+        self.features = StreamingMFCC(self.mfcc)
+        self.reset()
+
+    def reset(self) -> None:
+        self.resampler.reset()
+        self.features.reset()
+        self.state = self.model.initial_state(1)[:, 0]
+        self._hist = np.zeros((0, len(self.labels)), np.float32)   # last smooth-1 raw posteriors
+        self.frame = 0                      # frames processed so far
+        self._blocked_until = -1            # refractory: no detection before this frame
+        self.posteriors = np.zeros(len(self.labels), np.float32)   # latest smoothed, for live views
+
+    def step_frames(self, wave16k: np.ndarray) -> np.ndarray:
+        """16 kHz mono float samples -> raw per-frame posteriors [T, C] (state carried)."""
+        feats = self.features(torch.from_numpy(np.ascontiguousarray(wave16k, dtype=np.float32)))
+        post, self.state = self.model.step(feats, self.state)
+        return post.numpy()
+
+    def process(self, chunk) -> list[Detection]:
+        if isinstance(chunk, torch.Tensor):
+            chunk = chunk.detach().cpu().numpy()
+        x = sanitize(to_float_mono(chunk))
+        x = self.resampler(x)
+        if x.size == 0:
+            return []
+        post = self.step_frames(x)
+        return self._detect(post)
+
+    def flush(self) -> list[Detection]:
+        """End of stream: drain the resampler's tail (for files; a live stream never ends)."""
+        x = self.resampler(np.zeros(0, np.float32), last=True)
+        return self._detect(self.step_frames(x)) if x.size else []
+
+    def _detect(self, post: np.ndarray) -> list[Detection]:
+        n = post.shape[0]
+        if n == 0:
+            return []
+        both = np.concatenate([self._hist, post])
+        csum = np.concatenate([np.zeros((1, both.shape[1]), np.float64), np.cumsum(both, axis=0, dtype=np.float64)])
+        h = self._hist.shape[0]
+        ends = np.arange(h + 1, h + n + 1)
+        starts = np.maximum(0, ends - self.smooth)
+        smoothed = ((csum[ends] - csum[starts]) / (ends - starts)[:, None]).astype(np.float32)
+        self._hist = both[-(self.smooth - 1):] if self.smooth > 1 else both[:0]
+        self.posteriors = smoothed[-1]
+        dets = []
+        above = smoothed >= self._thr
+        for t in np.flatnonzero(above.any(axis=1)):
+            g = self.frame + int(t)
+            if g < self._blocked_until:
+                continue
+            row = np.where(above[t], smoothed[t], -1.0)
+            k = int(row.argmax())
+            dets.append(Detection(self.labels[k], float(smoothed[t, k]), self.frame_time(g)))
+            self._blocked_until = g + self.refractory
+        self.frame += n
+        return dets
+
+    def frame_time(self, g: int) -> float:
+        """Time (s) at which frame g is complete: its window's last sample."""
+        return g * self.hop_s + self.win_s

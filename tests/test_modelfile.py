@@ -1,0 +1,64 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_bundle, speech_like
+from kws.modelfile import FORMAT_VERSION, ModelFileError, load_bundle, save_bundle
+from kws.stream import KeywordSpotter
+
+
+def test_roundtrip_keeps_weights_config_labels_and_detector(tmp_path):
+    b = random_bundle(seed=3, threshold=0.55, refractory_s=0.8)
+    p = tmp_path / "m.pt"
+    save_bundle(b, p)
+    c = load_bundle(p)
+    assert c.labels == b.labels and c.features == b.features and c.detector["threshold"] == 0.55
+    for k, v in b.model.state_dict().items():
+        torch.testing.assert_close(c.model.state_dict()[k], v, atol=0, rtol=0)
+    y = speech_like(2.0)
+    s1, s2 = KeywordSpotter(b), KeywordSpotter(c)
+    s1.process(y), s2.process(y)
+    np.testing.assert_array_equal(s1.posteriors, s2.posteriors)
+    assert s2.cfg.threshold == 0.55 and s2.cfg.refractory_s == 0.8
+
+
+def test_loads_with_weights_only(tmp_path):
+    p = tmp_path / "m.pt"
+    save_bundle(random_bundle(), p)
+    torch.load(p, weights_only=True)   # would raise if the file needed code to unpickle
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "truncated", "text", "pickle_code", "not_kws", "version", "wrong_shape", "dir"])
+def test_bad_model_files_raise_one_clear_error(tmp_path, case):
+    p = tmp_path / "m.pt"
+    save_bundle(random_bundle(), p)
+    good = p.read_bytes()
+    if case == "missing":
+        p = tmp_path / "nope.pt"
+    elif case == "empty":
+        p.write_bytes(b"")
+    elif case == "truncated":
+        p.write_bytes(good[: len(good) // 2])
+    elif case == "text":
+        p.write_text("hello, I am not a model\n")
+    elif case == "pickle_code":
+        p.write_bytes(pickle.dumps(Evil()))
+    elif case == "not_kws":
+        torch.save({"weights": torch.zeros(3)}, p)
+    elif case == "version":
+        d = torch.load(p, weights_only=True); d["format_version"] = FORMAT_VERSION + 1; torch.save(d, p)
+    elif case == "wrong_shape":
+        d = torch.load(p, weights_only=True); d["model"]["hidden"] = 32; torch.save(d, p)
+    elif case == "dir":
+        p = tmp_path
+    with pytest.raises(ModelFileError) as e:
+        load_bundle(p)
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) < 300 and msg
