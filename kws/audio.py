@@ -110,3 +110,11 @@ class StreamResampler:
         if self._rs is None:
             return x
         return self._rs.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
+
+
+def load_clip(path: str | Path, n_samples: int = TARGET_RATE, rate: int = TARGET_RATE) -> np.ndarray:
+    """A dataset clip as float32 mono at `rate`, zero-padded or cut to `n_samples` (TF pads at the end)."""
+    x = load(path, rate)
+    if len(x) < n_samples:
+        x = np.pad(x, (0, n_samples - len(x)))
+    return x[:n_samples]

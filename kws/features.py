@@ -81,7 +81,7 @@ def frames_to_mfcc(frames: torch.Tensor, window: torch.Tensor, mel_fb: torch.Ten
     # c0 (magnitude ~80) turns into >1e-5; in float64 chunked and whole-signal frames agree exactly.
     spec = torch.fft.rfft(frames.double() * window, dim=-1)
     power = spec.real.square() + spec.imag.square()
-    mel = power @ mel_fb.T
+    mel = power @ mel_fb.transpose(-1, -2)   # mel_fb may be [B, n_mels, F]: per-clip warps (VTLP)
     return (torch.log(mel + log_floor) @ dct).float()
 
 
