@@ -20,12 +20,14 @@ class ModelConfig:
     hidden: int = 128
     layers: int = 2
     dropout: float = 0.1
+    stack: int = 2          # frames stacked per GRU step: 2 -> the GRU runs at 50 Hz, half the cost
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        d = {"stack": 1, **d}   # files written before frame stacking existed ran the GRU at 100 Hz
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -36,7 +38,7 @@ class GRUClassifier(nn.Module):
         # Per-coefficient input normalisation, fitted on training features (see train.py).
         self.register_buffer("feat_mean", torch.zeros(cfg.n_input))
         self.register_buffer("feat_std", torch.ones(cfg.n_input))
-        self.gru = nn.GRU(cfg.n_input, cfg.hidden, num_layers=cfg.layers, batch_first=True,
+        self.gru = nn.GRU(cfg.n_input * cfg.stack, cfg.hidden, num_layers=cfg.layers, batch_first=True,
                           dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden, cfg.n_classes)
@@ -45,8 +47,15 @@ class GRUClassifier(nn.Module):
         return torch.zeros(self.cfg.layers, batch, self.cfg.hidden)
 
     def forward_all(self, frames: torch.Tensor, state: torch.Tensor | None = None):
-        """frames [B, T, F] -> (per-frame logits [B, T, C], final state [L, B, H])."""
+        """frames [B, T, F] -> (logits [B, T // stack, C], final state [L, B, H]).
+
+        Output j sees input frames up to j * stack + stack - 1; a trailing partial group is dropped
+        (the streaming detector keeps it for the next chunk)."""
         x = (frames - self.feat_mean) / self.feat_std
+        s = self.cfg.stack
+        if s > 1:
+            B, T, F = x.shape
+            x = x[:, : T // s * s].reshape(B, T // s, s * F)
         h, state = self.gru(x, state)
         return self.head(self.drop(h)), state
 
@@ -56,12 +65,14 @@ class GRUClassifier(nn.Module):
 
     @torch.no_grad()
     def step(self, frames: torch.Tensor, state: torch.Tensor | None = None):
-        """Streaming: frames [T, F] or [B, T, F] -> (posteriors [.., T, C], new state)."""
+        """Streaming: frames [T, F] or [B, T, F], T a multiple of `stack` -> (posteriors [.., T // stack, C], new state)."""
         squeeze = frames.dim() == 2
         if squeeze:
             frames = frames.unsqueeze(0)
             if state is not None and state.dim() == 2:
                 state = state.unsqueeze(1)
+        if frames.shape[1] % self.cfg.stack:
+            raise ValueError(f"step() needs a multiple of {self.cfg.stack} frames, got {frames.shape[1]}")
         if frames.shape[1] == 0:
             post = frames.new_zeros(frames.shape[0], 0, self.cfg.n_classes)
             state = state if state is not None else self.initial_state(frames.shape[0])

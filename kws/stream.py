@@ -66,7 +66,8 @@ class KeywordSpotter:
         self.sample_rate = int(sample_rate)
         self.model = self.bundle.model.eval()
         self.mfcc = MFCC(fcfg)
-        self.hop_s = fcfg.hop / fcfg.sample_rate
+        self.stack = self.model.cfg.stack
+        self.hop_s = fcfg.hop / fcfg.sample_rate * self.stack      # time between model outputs
         self.win_s = fcfg.n_fft / fcfg.sample_rate
         self.smooth = max(1, int(round(self.cfg.smooth_ms / 1000 / self.hop_s)))
         self.refractory = int(round(self.cfg.refractory_s / self.hop_s))
@@ -90,13 +91,18 @@ class KeywordSpotter:
         self.features.reset()
         self.state = self.model.initial_state(1)[:, 0]
         self._hist = np.zeros((0, len(self.labels)), np.float32)   # last smooth-1 raw posteriors
-        self.frame = 0                      # frames processed so far
+        self._pending = torch.zeros(0, self.bundle.features.n_mfcc)  # feature frames not yet a full stack
+        self.frame = 0                      # model outputs so far
         self._blocked_until = -1            # refractory: no detection before this frame
         self.posteriors = np.zeros(len(self.labels), np.float32)   # latest smoothed, for live views
 
     def step_frames(self, wave16k: np.ndarray) -> np.ndarray:
-        """16 kHz mono float samples -> raw per-frame posteriors [T, C] (state carried)."""
+        """16 kHz mono float samples -> raw posteriors [T, C], one per `stack` feature frames (state carried)."""
         feats = self.features(torch.from_numpy(np.ascontiguousarray(wave16k, dtype=np.float32)))
+        if self.stack > 1:
+            feats = torch.cat([self._pending, feats])
+            n = feats.shape[0] // self.stack * self.stack
+            feats, self._pending = feats[:n], feats[n:]
         post, self.state = self.model.step(feats, self.state)
         return post.numpy()
 
@@ -141,5 +147,5 @@ class KeywordSpotter:
         return dets
 
     def frame_time(self, g: int) -> float:
-        """Time (s) at which frame g is complete: its window's last sample."""
-        return g * self.hop_s + self.win_s
+        """Time (s) at which model output g is complete: the last sample of its last feature window."""
+        return g * self.hop_s + (self.stack - 1) * self.hop_s / self.stack + self.win_s

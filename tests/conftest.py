@@ -30,10 +30,10 @@ def speech_like(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
     return np.clip(out, -1, 1).astype(np.float32)
 
 
-def random_bundle(seed: int = 0, labels=LABELS12, **detector) -> Bundle:
+def random_bundle(seed: int = 0, labels=LABELS12, stack: int = 2, **detector) -> Bundle:
     torch.manual_seed(seed)
     fcfg = FeatureConfig()
-    model = GRUClassifier(ModelConfig(n_input=fcfg.n_mfcc, n_classes=len(labels), hidden=64, layers=2))
+    model = GRUClassifier(ModelConfig(n_input=fcfg.n_mfcc, n_classes=len(labels), hidden=64, layers=2, stack=stack))
     with torch.no_grad():
         model.feat_mean.normal_(0, 3)
         model.feat_std.uniform_(2, 8)

@@ -28,9 +28,9 @@ def streamed_posteriors(spotter: KeywordSpotter, chunks, flush: bool = False) ->
     return np.concatenate(out)
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    return random_bundle(seed=0)
+@pytest.fixture(scope="module", params=[2, 1], ids=["stack2", "stack1"])
+def bundle(request):
+    return random_bundle(seed=0, stack=request.param)
 
 
 @pytest.mark.parametrize("kind,seed", [("whole", 0), ("mixed", 1), ("mixed", 2), ("random", 3), ("random", 4)])
@@ -39,7 +39,7 @@ def test_streaming_posteriors_equal_offline_every_frame(bundle, kind, seed):
     ref = offline_posteriors(bundle, y)
     spotter = KeywordSpotter(bundle)
     got = streamed_posteriors(spotter, split(y, random_partition(len(y), np.random.default_rng(seed), kind)))
-    assert got.shape == ref.shape and got.shape[0] == 998
+    assert got.shape == ref.shape and got.shape[0] == 998 // bundle.model.cfg.stack
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
 
 
@@ -95,7 +95,7 @@ def test_process_accepts_int16_stereo_and_float(bundle):
     i16 = np.round(y * 32767).astype(np.int16)
     b.process(np.stack([i16, i16], axis=1))
     np.testing.assert_allclose(a.posteriors, b.posteriors, atol=2e-3)
-    assert a.frame == b.frame == 298
+    assert a.frame == b.frame == 298 // bundle.model.cfg.stack
 
 
 def test_nan_samples_do_not_poison_state(bundle):
@@ -115,5 +115,5 @@ def test_state_stays_finite_over_an_hour(bundle):
     for minute in range(60):
         s.process(np.roll(block, int(rng.integers(0, len(block)))) * rng.uniform(0.1, 3.0))
         assert np.isfinite(s.state.numpy()).all()
-    assert s.frame == 60 * 60 * 100 - 2
+    assert s.frame == (60 * 60 * 100 - 2) // bundle.model.cfg.stack
     assert float(s.state.abs().max()) <= 1.0   # GRU state is a convex mix of tanh outputs

@@ -1,0 +1,586 @@
+"""`kws listen` (live keyword spotting from a microphone or a replayed file) and `kws devices`.
+
+Audio path: the PortAudio callback (or, for `--input FILE`, a reader thread) only copies blocks into a
+queue; the main thread pops them, runs `KeywordSpotter.process` and prints each detection the moment it
+happens. The stream runs at the device's own default rate (44.1/48 kHz are fine: the spotter resamples).
+
+Every problem a user can fix (no PortAudio, no device, unknown device, a device that stalls or vanishes)
+becomes a `ListenError` with a one-line message; the CLI prints it and exits non-zero.
+"""
+from __future__ import annotations
+
+import json
+import math
+import queue
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import KwsError
+
+STALL_S = 2.0              # no block for this long -> the device is reported as stalled
+POLL_S = 0.1               # worker wake-up interval while waiting for blocks
+MAX_QUEUE_S = 30.0         # audio buffered before blocks are dropped (processing far slower than real time)
+FALLBACK_RATES = (48000, 44100, 32000, 22050, 16000, 8000)
+APT_HINT = "sudo apt install libportaudio2"
+
+
+class ListenError(KwsError):
+    """Microphone / audio-device problem; one line, says what to do."""
+
+
+class PortAudioMissing(ListenError):
+    pass
+
+
+class DeviceError(ListenError):
+    pass
+
+
+class DeviceStalled(ListenError):
+    pass
+
+
+# --------------------------------------------------------------------------- sounddevice access
+
+def _sounddevice():
+    """Import sounddevice, turning a missing PortAudio library into a one-line instruction."""
+    try:
+        import sounddevice
+    except OSError as e:  # sounddevice raises OSError('PortAudio library not found')
+        raise PortAudioMissing(
+            f"cannot use the microphone: PortAudio library not found ({_first_line(e)}); install it "
+            f"(Debian/Ubuntu/Raspberry Pi OS: `{APT_HINT}`; macOS: `brew install portaudio`) "
+            f"or replay a file with `kws listen --input FILE.wav`") from None
+    except ImportError as e:
+        raise PortAudioMissing(f"cannot use the microphone: python package sounddevice is missing "
+                               f"({_first_line(e)}); run `pip install sounddevice`") from None
+    return sounddevice
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+def _pa_error_types(sd) -> tuple:
+    return tuple(t for t in (getattr(sd, "PortAudioError", None),) if isinstance(t, type))
+
+
+def input_devices(sd) -> list[dict]:
+    """All devices with input channels: dicts with index, name, hostapi, channels, rate, default."""
+    pa_errors = _pa_error_types(sd)
+    try:
+        devs = list(sd.query_devices())
+    except pa_errors as e:
+        raise DeviceError(f"cannot list audio devices: {_first_line(e)}") from None
+    default = _default_input_index(sd)
+    out = []
+    for i, d in enumerate(devs):
+        if int(d.get("max_input_channels", 0)) <= 0:
+            continue
+        try:
+            api = sd.query_hostapis(d["hostapi"])["name"]
+        except Exception:
+            api = "?"
+        out.append({"index": int(d.get("index", i)), "name": d["name"], "hostapi": api,
+                    "channels": int(d["max_input_channels"]), "rate": float(d["default_samplerate"]),
+                    "default": int(d.get("index", i)) == default})
+    return out
+
+
+def _default_input_index(sd) -> int:
+    try:
+        dev = sd.default.device[0]
+    except Exception:
+        return -1
+    if dev is None:
+        return -1
+    if isinstance(dev, str):
+        try:
+            return int(sd.query_devices(dev, "input")["index"])
+        except Exception:
+            return -1
+    return int(dev)
+
+
+NO_DEVICE_HINT = ("connect a microphone (check it is not muted and that your user is in the `audio` group), "
+                  "or replay a file with `kws listen --input FILE.wav`")
+
+
+def resolve_device(sd, spec: str | int | None) -> dict:
+    """--device NAME|INDEX (or the default input) -> the device's entry from `input_devices`."""
+    devs = input_devices(sd)
+    if not devs:
+        raise DeviceError(f"no audio input device found; {NO_DEVICE_HINT}")
+    if spec is None or str(spec).strip() == "":
+        idx = _default_input_index(sd)
+        for d in devs:
+            if d["index"] == idx:
+                return d
+        if len(devs) == 1:
+            return devs[0]
+        raise DeviceError("no default audio input device; pick one with --device NAME|INDEX "
+                          "(run `kws devices` to list them)")
+    s = str(spec).strip()
+    if s.lstrip("-").isdigit():
+        idx = int(s)
+        for d in devs:
+            if d["index"] == idx:
+                return d
+        raise DeviceError(f"no input device with index {idx}; run `kws devices` to list input devices")
+    low = s.lower()
+    exact = [d for d in devs if d["name"].lower() == low]
+    if len(exact) == 1:
+        return exact[0]
+    matches = exact or [d for d in devs if low in d["name"].lower()
+                        or low in f"{d['name']}, {d['hostapi']}".lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise DeviceError(f"no input device matches {s!r}; run `kws devices` to list input devices")
+    names = "; ".join(f"{d['index']}: {d['name']}" for d in matches[:6])
+    raise DeviceError(f"{len(matches)} input devices match {s!r} ({names}); "
+                      f"give a longer name or the index (see `kws devices`)")
+
+
+# --------------------------------------------------------------------------- sources
+
+@dataclass
+class Counters:
+    overflows: int = 0          # PortAudio reported input overflow (samples lost before we saw them)
+    dropped: int = 0            # blocks dropped because the queue was full (processing too slow)
+    blocks: int = 0             # blocks processed
+    samples: int = 0            # samples processed (at the source's rate)
+    detections: int = 0
+
+
+class _End:
+    """Queue item: the source has ended (file done) or failed (error set)."""
+
+    def __init__(self, error: BaseException | None = None):
+        self.error = error
+
+
+class MicSource:
+    """A sounddevice.InputStream whose callback only copies blocks into the queue."""
+
+    def __init__(self, sd, device: dict, block_ms: float, q: queue.Queue, counters: Counters):
+        self.sd, self.device, self.q, self.counters = sd, device, q, counters
+        self.rate, self.channels = self._settings(device)
+        self.blocksize = max(1, int(round(self.rate * block_ms / 1000.0)))
+        self.finished = threading.Event()
+        self.stream = None
+        self.label = f"{device['name']!r} (#{device['index']}, {device['hostapi']})"
+
+    def _settings(self, d: dict) -> tuple[int, int]:
+        """The device's default rate (never forced to 16 kHz), 1 channel unless the device refuses it."""
+        check = getattr(self.sd, "check_input_settings", None)
+        rates = [int(round(d["rate"]))] + [r for r in FALLBACK_RATES if r != int(round(d["rate"]))]
+        chans = [1] if d["channels"] >= 1 else []
+        if d["channels"] > 1:
+            chans.append(d["channels"] if d["channels"] <= 8 else 2)
+        if check is None:
+            return rates[0], 1
+        last = None
+        for ch in chans:
+            for r in rates:
+                try:
+                    check(device=d["index"], channels=ch, samplerate=r, dtype="float32")
+                    return r, ch
+                except Exception as e:  # PortAudioError / ValueError: try the next combination
+                    last = e
+        raise DeviceError(f"input device {d['name']!r} (#{d['index']}) accepts no usable format "
+                          f"({_first_line(last)}); try another --device (see `kws devices`)")
+
+    def _callback(self, indata, frames, time_info, status):
+        # PortAudio thread: copy and enqueue, nothing else.
+        if status and getattr(status, "input_overflow", False):
+            self.counters.overflows += 1
+        try:
+            self.q.put_nowait(indata.copy())
+        except queue.Full:
+            self.counters.dropped += 1
+
+    def start(self) -> None:
+        sd = self.sd
+        pa_errors = _pa_error_types(sd) + (ValueError,)
+        try:
+            self.stream = sd.InputStream(device=self.device["index"], samplerate=self.rate,
+                                         channels=self.channels, dtype="float32", blocksize=self.blocksize,
+                                         callback=self._callback, finished_callback=self.finished.set)
+            self.stream.start()
+        except pa_errors as e:
+            self.close()
+            msg = _first_line(e)
+            hint = ("check that no other program holds the device exclusively and that your user is in "
+                    "the `audio` group, or try another --device (see `kws devices`)")
+            if "-1" in msg and "device" in msg.lower():
+                raise DeviceError(f"no audio input device available ({msg}); {NO_DEVICE_HINT}") from None
+            raise DeviceError(f"cannot open input device {self.label} at {self.rate} Hz: {msg}; {hint}") from None
+
+    def alive(self) -> bool:
+        if self.finished.is_set():
+            return False
+        try:
+            return bool(self.stream.active)
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        s, self.stream = self.stream, None
+        if s is None:
+            return
+        for op in ("stop", "close"):
+            try:
+                getattr(s, op)()
+            except Exception:
+                pass
+
+
+class FileSource:
+    """Replays a file through the same queue at real-time pace (or as fast as possible)."""
+
+    def __init__(self, path: str, block_ms: float, q: queue.Queue, fast: bool):
+        from .audio import info
+        self.rate, _, self.frames = info(path)        # AudioError (one line) for missing/corrupt files
+        self.path, self.q, self.fast = path, q, fast
+        self.block_s = block_ms / 1000.0
+        self.blocksize = max(1, int(round(self.rate * self.block_s)))
+        self.channels = 1
+        self.label = f"file {path!r}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kws-file-source", daemon=True)
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self.q.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        from .audio import read_blocks
+        try:
+            t0, sent = time.monotonic(), 0
+            for block, sr in read_blocks(self.path, self.block_s):
+                if self._stop.is_set():
+                    return
+                sent += block.shape[0]
+                if not self.fast:     # a block is available once its last sample has "arrived"
+                    delay = t0 + sent / sr - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        return
+                if not self._put(block):
+                    return
+            self._put(_End())
+        except BaseException as e:  # hand the error to the worker thread
+            self._put(_End(e))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+
+
+# --------------------------------------------------------------------------- output
+
+def level_dbfs(block: np.ndarray) -> float:
+    if block.size == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean(np.square(block, dtype=np.float64))))
+    return 20.0 * math.log10(rms) if rms > 1e-6 else -120.0
+
+
+class LineOutput:
+    """Plain lines or JSON lines on stdout, flushed immediately."""
+
+    def __init__(self, as_json: bool, stream=None):
+        self.as_json = as_json
+        self.out = stream or sys.stdout
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def detection(self, det, wall: float) -> None:
+        if self.as_json:
+            d = det.to_dict()
+            line = json.dumps({"time": d["time"], "label": d["label"], "score": d["score"], "wall": round(wall, 3)})
+        else:
+            line = f"{det.time:7.2f}s  {det.label}  {det.score:.2f}"
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def update(self, state: "ViewState") -> None:
+        pass
+
+
+@dataclass
+class ViewState:
+    source: str = ""
+    rate: int = 0
+    level: float = -120.0
+    peak: float = -120.0
+    top: list = field(default_factory=list)           # [(label, p)] top-3 smoothed posteriors
+    recent: deque = field(default_factory=lambda: deque(maxlen=5))
+    overflows: int = 0
+    dropped: int = 0
+    backlog: int = 0
+    seconds: float = 0.0
+
+
+class LiveOutput(LineOutput):
+    """rich.live terminal view: level meter, top-3 posteriors, recent detections, overflow count."""
+
+    REFRESH_S = 0.1
+
+    def __init__(self):
+        super().__init__(as_json=False)
+        from rich.console import Console
+        from rich.live import Live
+        self.console = Console()
+        self.live = Live(console=self.console, refresh_per_second=10, transient=True, auto_refresh=False)
+        self._last = 0.0
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.live.__exit__(*exc)
+        return False
+
+    def detection(self, det, wall: float) -> None:
+        self.console.print(f"[bold green]{det.time:7.2f}s  {det.label}  {det.score:.2f}[/]")
+
+    def update(self, st: ViewState, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.REFRESH_S:
+            return
+        self._last = now
+        self.live.update(self.render(st), refresh=True)
+
+    @staticmethod
+    def render(st: ViewState):
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        def bar(frac: float, width: int = 30, style: str = "green") -> Text:
+            n = int(round(max(0.0, min(1.0, frac)) * width))
+            return Text("█" * n + "·" * (width - n), style=style)
+
+        lvl = max(-60.0, min(0.0, st.level))
+        style = "red" if st.peak > -1.0 else ("yellow" if st.level > -12 else "green")
+        t = Table.grid(padding=(0, 1))
+        t.add_row(Text("source", style="dim"), Text(f"{st.source}  {st.rate} Hz  {st.seconds:7.1f} s"))
+        t.add_row(Text("level", style="dim"), bar((lvl + 60) / 60, style=style),
+                  Text(f"{st.level:6.1f} dBFS  (peak {st.peak:6.1f})"))
+        for lab, p in st.top:
+            t.add_row(Text(lab, style="bold" if not lab.startswith("_") else "dim"), bar(p, style="cyan"),
+                      Text(f"{p:.2f}"))
+        warn = "red" if st.overflows or st.dropped else "dim"
+        t.add_row(Text("overflows", style="dim"),
+                  Text(f"{st.overflows} overflow(s), {st.dropped} dropped block(s), backlog {st.backlog}", style=warn))
+        rec = "  ".join(f"{d.time:.1f}s {d.label} {d.score:.2f}" for d in reversed(st.recent)) or "-"
+        t.add_row(Text("recent", style="dim"), Text(rec, style="green"))
+        t.add_row(Text(""), Text("Ctrl-C to stop", style="dim"))
+        return Group(t)
+
+
+# --------------------------------------------------------------------------- the worker
+
+class _Stop(Exception):
+    pass
+
+
+def listen(spotter, source, q: queue.Queue, out: LineOutput, counters: Counters,
+           duration: float | None = None, stall_s: float | None = None) -> None:
+    """Main-thread worker: pop blocks, run the spotter, emit detections; progress goes to `counters`.
+
+    Raises DeviceStalled when the microphone delivers nothing for `stall_s` or its stream ends.
+    """
+    stall_s = STALL_S if stall_s is None else stall_s
+    is_mic = isinstance(source, MicSource)
+    rate = source.rate
+    st = ViewState(source=source.label, rate=rate)
+    limit = None if duration is None else int(round(duration * rate))
+    last_block = time.monotonic()
+    top = min(3, len(spotter.labels))
+
+    def emit(dets):
+        for det in dets:
+            out.detection(det, time.time())
+            st.recent.append(det)
+            counters.detections += 1
+
+    while limit is None or counters.samples < limit:
+        try:
+            item = q.get(timeout=POLL_S)
+        except queue.Empty:
+            if is_mic:
+                waited = time.monotonic() - last_block
+                if not source.alive():
+                    raise DeviceStalled(f"input stream from {source.label} stopped (device unplugged or "
+                                        f"disconnected?); check the device and run `kws devices`")
+                if waited >= stall_s:
+                    raise DeviceStalled(f"no audio from {source.label} for {waited:.1f} s (device stalled or "
+                                        f"unplugged?); check the device and run `kws devices`")
+            continue
+        if isinstance(item, _End):
+            if item.error is not None:
+                if isinstance(item.error, KwsError):
+                    raise item.error
+                raise ListenError(f"cannot read {source.label}: {_first_line(item.error)}")
+            emit(spotter.flush())
+            break
+        last_block = time.monotonic()
+        block = item
+        if limit is not None and counters.samples + block.shape[0] > limit:
+            block = block[: limit - counters.samples]
+        counters.samples += block.shape[0]
+        counters.blocks += 1
+        emit(spotter.process(block))
+        if isinstance(out, LiveOutput):
+            mono = block if block.ndim == 1 else block.mean(axis=1)
+            st.level = level_dbfs(mono)
+            st.peak = 20 * math.log10(max(float(np.max(np.abs(mono))) if mono.size else 0.0, 1e-6))
+            p = spotter.posteriors
+            st.top = [(spotter.labels[i], float(p[i])) for i in np.argsort(-p)[:top]]
+            st.overflows, st.dropped, st.backlog = counters.overflows, counters.dropped, q.qsize()
+            st.seconds = counters.samples / rate
+            out.update(st)
+
+
+# --------------------------------------------------------------------------- commands
+
+def _parse_keywords(s: str | None) -> list[str] | None:
+    if not s:
+        return None
+    kws = [k.strip() for k in s.split(",") if k.strip()]
+    return kws or None
+
+
+def _summary(seconds: float, counters: Counters, interrupted: bool) -> str:
+    s = (f"kws: {'interrupted' if interrupted else 'done'} after {seconds:.1f} s of audio: "
+         f"{counters.detections} detection(s), {counters.overflows} input overflow(s)")
+    if counters.dropped:
+        s += f", {counters.dropped} block(s) dropped (processing slower than real time)"
+    return s
+
+
+def run_listen(args) -> int:
+    from .stream import KeywordSpotter
+
+    if not (0.0 < args.block_ms <= 1000.0):
+        raise ListenError(f"--block-ms must be in (0, 1000], got {args.block_ms:g} (20-100 is typical)")
+    if args.threshold is not None and not (0.0 <= args.threshold <= 1.0):
+        raise ListenError(f"--threshold must be between 0 and 1, got {args.threshold:g}")
+    if args.duration is not None and args.duration <= 0:
+        raise ListenError(f"--duration must be positive, got {args.duration:g}")
+    if args.fast and not args.input:
+        raise ListenError("--fast only applies to --input FILE")
+    if args.input and args.device is not None:
+        raise ListenError("give either --input FILE or --device, not both")
+
+    counters = Counters()
+    if args.input:
+        q: queue.Queue = queue.Queue(maxsize=64)      # back-pressure: the reader waits for the worker
+        source = FileSource(args.input, args.block_ms, q, args.fast)
+    else:
+        sd = _sounddevice()
+        device = resolve_device(sd, args.device)
+        q = queue.Queue(maxsize=max(16, int(MAX_QUEUE_S * 1000 / args.block_ms)))
+        source = MicSource(sd, device, args.block_ms, q, counters)
+
+    try:
+        spotter = KeywordSpotter(args.model, sample_rate=source.rate, keywords=_parse_keywords(args.keywords),
+                                 threshold=args.threshold)
+    except ValueError as e:
+        raise ListenError(_first_line(e)) from None
+
+    live_view = (not args.json) and sys.stdout.isatty() and not args.no_view
+    out = LiveOutput() if live_view else LineOutput(args.json)
+
+    # SIGTERM ends the run like Ctrl-C (summary, exit 0); only the main thread may set handlers.
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        def _term(signum, frame):
+            raise KeyboardInterrupt
+        old_term = signal.signal(signal.SIGTERM, _term)
+    interrupted = False
+    try:
+        with out:
+            source.start()
+            print(f"kws: listening to {source.label} at {source.rate} Hz, {source.channels} ch, "
+                  f"{source.blocksize}-sample blocks; Ctrl-C to stop", file=sys.stderr, flush=True)
+            try:
+                listen(spotter, source, q, out, counters, duration=args.duration)
+            except KeyboardInterrupt:
+                interrupted = True
+    finally:
+        source.close()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    print(_summary(counters.samples / source.rate, counters, interrupted), file=sys.stderr, flush=True)
+    return 0
+
+
+def run_devices(args) -> int:
+    sd = _sounddevice()
+    devs = input_devices(sd)
+    if not devs:
+        raise DeviceError(f"no audio input device found; {NO_DEVICE_HINT}")
+    if getattr(args, "json", False):
+        for d in devs:
+            print(json.dumps(d))
+        return 0
+    w = max(len(d["name"]) for d in devs)
+    print(f"  {'#':>3}  {'name':<{w}}  {'host API':<10} {'in':>3}  {'rate':>6}")
+    for d in devs:
+        mark = "*" if d["default"] else " "
+        print(f"{mark} {d['index']:>3}  {d['name']:<{w}}  {d['hostapi']:<10} {d['channels']:>3}  {d['rate']:>6.0f}")
+    if any(d["default"] for d in devs):
+        print("* = default input (used when --device is not given)")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("listen", help="spot keywords live from a microphone (or a replayed file)",
+                       description="Spot keywords live from a microphone. Each detection is printed as it "
+                                   "happens: `TIME  LABEL  SCORE`, or a JSON line with --json.")
+    p.add_argument("--model", default=None, help="model file (default: the shipped models/kws12_gru.pt)")
+    p.add_argument("--device", default=None, metavar="NAME|INDEX",
+                   help="input device index or (part of its) name; see `kws devices` (default: system default)")
+    p.add_argument("--threshold", type=float, default=None, help="detection threshold on the smoothed posterior")
+    p.add_argument("--keywords", default=None, metavar="yes,stop", help="comma-separated keywords to report")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON line per detection: {"time","label","score","wall"}')
+    p.add_argument("--block-ms", type=float, default=50.0, help="audio block length in ms (default 50)")
+    p.add_argument("--input", default=None, metavar="FILE.wav",
+                   help="replay a file through the live path at real-time pace instead of a microphone")
+    p.add_argument("--fast", action="store_true", help="with --input: replay as fast as possible")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of audio")
+    p.add_argument("--no-view", action="store_true", help="plain lines even on a terminal (no live view)")
+    p.set_defaults(func=run_listen)
+
+    d = sub.add_parser("devices", help="list audio input devices", description="List audio input devices "
+                       "(index, name, host API, input channels, default sample rate); * marks the default.")
+    d.add_argument("--json", action="store_true", help="one JSON object per device")
+    d.set_defaults(func=run_devices)

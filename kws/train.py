@@ -1,0 +1,383 @@
+"""`kws train`: stateful training of the GRU spotter on Speech Commands-layout data.
+
+Why stateful: the streaming detector never resets its state, and a GRU trained only from a zero
+state collapses when streamed (97% -> 54%, google-research kws_streaming issue 819). So each
+training sequence is K augmented 1 s clips back to back, often starting from the state left by the
+previous batch, with frame-level targets: the clip's label on frames 30-700 ms after its word ends,
+`_silence_` on frames well away from any word, nothing (ignored) elsewhere. The model thus learns to
+fire just after a keyword and to fall back to silence, whatever came before.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from .audio import load
+from .data.augment import AugmentConfig, Augmenter
+from .data.dataset import CLIP, ClipSet
+from .data.index import SILENCE, UNKNOWN, background_files, build_index, parse_root, summary, task_labels
+from .errors import KwsError
+from .features import MFCC, FeatureConfig
+from .model import GRUClassifier, ModelConfig, count_parameters
+from .modelfile import Bundle, save_bundle
+from .stream import DetectorConfig
+
+
+@dataclass
+class TrainConfig:
+    data: list = field(default_factory=list)
+    weights: list = field(default_factory=list)   # sampling weight per data root
+    task: str = "12"
+    words: list = field(default_factory=list)
+    out: str = "runs/kws"
+    epochs: int = 20
+    batch: int = 32
+    seq_clips: int = 4             # clips per training sequence (state carried through them)
+    carry_prob: float = 0.5        # start a sequence from the previous batch's final state
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    hidden: int = 128
+    layers: int = 2
+    dropout: float = 0.1
+    unknown_weight: float = 1.5    # sampling weight of `_unknown_` relative to one keyword
+    silence_weight: float = 1.0
+    epoch_clips: int = 0           # clips per epoch; 0 = size of the training split
+    seed: int = 0
+    cache: str = "data/cache"
+    augment: bool = True
+    threads: int = 1               # torch threads of the trainer; a second process makes the batches
+
+
+# ------------------------------------------------------------------ data
+
+def load_noises(roots) -> list[np.ndarray]:
+    return [load(f) for f in background_files(roots)]
+
+
+def frame_targets(spans, labels_idx, silent, n_frames, fcfg: FeatureConfig, silence_idx: int) -> np.ndarray:
+    """Per-frame targets for one sequence of back-to-back clips (see module docstring)."""
+    sr = fcfg.sample_rate
+    ends = np.arange(n_frames) * fcfg.hop + fcfg.n_fft          # sample at which each frame completes
+    tgt = np.full(n_frames, -100, np.int64)
+    busy = np.zeros(n_frames, bool)
+    words = [(s, e, y) for (s, e), y, sil in zip(spans, labels_idx, silent) if not sil]
+    for k, (s, e, y) in enumerate(words):
+        nxt = words[k + 1][0] if k + 1 < len(words) else 10 ** 12
+        win = (ends >= e + 0.03 * sr) & (ends <= min(e + 0.7 * sr, nxt))
+        tgt[win] = y
+        busy |= (ends >= s - 0.05 * sr) & (ends <= e + 0.9 * sr)
+    if silence_idx >= 0:
+        tgt[~busy & (tgt == -100)] = silence_idx
+    return tgt
+
+
+class BatchMaker:
+    def __init__(self, clips: ClipSet, root_of: np.ndarray, cfg: TrainConfig, labels, fcfg, aug: Augmenter | None):
+        self.clips, self.cfg, self.fcfg, self.aug = clips, cfg, fcfg, aug
+        self.silence_idx = labels.index(SILENCE) if SILENCE in labels else -1
+        self.rng = np.random.default_rng(cfg.seed + 1)
+        cw = np.ones(len(labels))
+        if UNKNOWN in labels:
+            cw[labels.index(UNKNOWN)] = cfg.unknown_weight
+        if SILENCE in labels:
+            cw[labels.index(SILENCE)] = cfg.silence_weight
+        counts = np.bincount(clips.y, minlength=len(labels)).astype(float)
+        rw = np.array(cfg.weights or [1.0] * (root_of.max() + 1), float)
+        # weight of a clip = its class weight shared over its class, tilted by its root's weight
+        w = rw[root_of]
+        per_class = np.bincount(clips.y, weights=w, minlength=len(labels))
+        p = cw[clips.y] * w / np.maximum(per_class[clips.y], 1e-9)
+        p[counts[clips.y] == 0] = 0
+        self.p = p / p.sum()
+
+    def __call__(self):
+        B, K = self.cfg.batch, self.cfg.seq_clips
+        idx = self.rng.choice(len(self.clips), size=(B, K), p=self.p)
+        wave = np.zeros((B, K * CLIP), np.float32)
+        targets = []
+        n_frames = (K * CLIP - self.fcfg.n_fft) // self.fcfg.hop + 1
+        for b in range(B):
+            spans, ys, sil = [], [], []
+            for k in range(K):
+                i = idx[b, k]
+                x = self.clips.audio[i].astype(np.float32) / 32768.0
+                span = tuple(self.clips.spans[i])
+                is_sil = bool(self.clips.is_silence[i])
+                if self.aug is not None:
+                    x, span = self.aug.wave(x, is_sil, span)
+                wave[b, k * CLIP:(k + 1) * CLIP] = x
+                spans.append((span[0] + k * CLIP, span[1] + k * CLIP))
+                ys.append(self.clips.y[i])
+                sil.append(is_sil)
+            targets.append(frame_targets(spans, ys, sil, n_frames, self.fcfg, self.silence_idx))
+        return torch.from_numpy(wave), torch.from_numpy(np.stack(targets))
+
+
+def _produce(q, batches: BatchMaker, aug, mfcc, fill, steps: int, seed) -> None:
+    torch.set_num_threads(1)
+    batches.rng = np.random.default_rng(seed)
+    if aug is not None:
+        aug.rng = np.random.default_rng((*seed, 1))
+    with torch.no_grad():
+        for _ in range(steps):
+            wave, tgt = batches()
+            feats = aug.features(mfcc, wave) if aug is not None else mfcc(wave)
+            if aug is not None:
+                feats = aug.spec_augment(feats, fill)
+            q.put((feats.numpy(), tgt.numpy()))   # numpy: plain pickling, no torch shared-memory fds
+
+
+class BatchFeed:
+    """Makes an epoch's batches (augmentation + features) in a second process while this one trains:
+    on two cores that keeps both busy. Seeded per epoch, so a resumed epoch sees the same batches."""
+
+    def __init__(self, batches, aug, mfcc, fill, steps: int, seed):
+        import multiprocessing as mp
+        ctx = mp.get_context("fork")
+        self.q = ctx.Queue(maxsize=6)
+        self.proc = ctx.Process(target=_produce, args=(self.q, batches, aug, mfcc, fill, steps, seed), daemon=True)
+        self.proc.start()
+
+    def get(self):
+        while True:
+            try:
+                feats, tgt = self.q.get(timeout=5)
+                return torch.from_numpy(feats), torch.from_numpy(tgt)
+            except Exception:
+                if not self.proc.is_alive():
+                    raise RuntimeError(f"batch producer died (exit code {self.proc.exitcode}; out of memory?)") from None
+
+    def close(self) -> None:
+        self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+def eval_audio(clips: ClipSet, noises, seed: int) -> np.ndarray:
+    """Validation clips as float audio; `_silence_` items get background noise at U(0, 1) (TF), seeded."""
+    rng = np.random.default_rng(seed)
+    x = clips.audio.astype(np.float32) / 32768.0
+    for i in np.flatnonzero(clips.is_silence):
+        if noises:
+            src = noises[rng.integers(len(noises))]
+            s = rng.integers(0, max(1, len(src) - CLIP))
+            seg = src[s:s + CLIP]
+            x[i, :len(seg)] = seg * rng.uniform(0, 1)
+    return np.clip(x, -1, 1)
+
+
+@torch.no_grad()
+def evaluate(model, mfcc, audio: np.ndarray, y: np.ndarray, streams: int = 8) -> dict:
+    """Offline: each 1 s clip from zero state, label at its last frame. Streaming: the clips played
+    back to back in `streams` long streams, state carried, label at each clip's last frame."""
+    model.eval()
+    feats = torch.cat([mfcc(torch.from_numpy(audio[i:i + 512])) for i in range(0, len(audio), 512)])
+    off = torch.cat([model(feats[i:i + 512]) for i in range(0, len(feats), 512)]).argmax(-1).numpy()
+    n = len(audio) // streams * streams
+    per = n // streams
+    stream_pred = np.zeros(n, np.int64)
+    if per:
+        wave = torch.from_numpy(audio[:n].reshape(streams, per * CLIP))
+        logits, _ = model.forward_all(mfcc(wave))
+        last = (np.arange(1, per + 1) * CLIP - mfcc.cfg.n_fft) // mfcc.cfg.hop   # last frame inside each clip
+        s = model.cfg.stack
+        last = (last - s + 1) // s                                                # its model output
+        stream_pred = logits[:, last].argmax(-1).reshape(-1).numpy()
+    return {"acc": float((off == y).mean()), "stream_acc": float((stream_pred == y[:n]).mean()) if per else float("nan"),
+            "n": int(len(y)), "stream_clips_per_stream": int(per), "pred": off}
+
+
+# ------------------------------------------------------------------ checkpoints and reports
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train loss")
+    a.set_xlabel("epoch"); a.set_ylabel("loss"); a.legend(); a.grid(alpha=.3)
+    b.plot(ep, [h["train_acc"] for h in history], "o-", label="train (frame) acc")
+    b.plot(ep, [h["val_acc"] for h in history], "s-", label="val acc (offline)")
+    b.plot(ep, [h["val_stream_acc"] for h in history], "^-", label="val acc (streaming)")
+    b.set_xlabel("epoch"); b.set_ylabel("accuracy"); b.set_ylim(0, 1); b.legend(); b.grid(alpha=.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ main loop
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command: str = "") -> dict:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.data:
+        raise KwsError("no --data root given")
+    for r in cfg.data:
+        if not parse_root(r)[0].is_dir():
+            raise KwsError(f"data root not found: {parse_root(r)[0]}")
+    if cfg.weights and len(cfg.weights) != len(cfg.data):
+        raise KwsError(f"--weights has {len(cfg.weights)} values for {len(cfg.data)} data roots")
+    labels = task_labels(cfg.task, cfg.words or None)
+    fcfg = FeatureConfig()
+    index = {}
+    root_of = []
+    for ri, r in enumerate(cfg.data):
+        part = build_index([r], labels, splits=("training", "validation"), unknown_pct=None,
+                           silence_pct=10, seed=cfg.seed)
+        for s, items in part.items():
+            index.setdefault(s, []).extend(items)
+        root_of += [ri] * len(part["training"])
+    # validation: TF-style 10% unknown/silence over all roots
+    val_items = build_index(cfg.data, labels, splits=("validation",), seed=cfg.seed)["validation"]
+    print(f"labels: {' '.join(labels)}", file=sys.stderr)
+    print(f"training: {len(index['training'])} clips ({summary(index['training'])})", file=sys.stderr)
+    print(f"validation: {len(val_items)} clips ({summary(val_items)})", file=sys.stderr)
+    missing = [l for l in labels if l not in {it.label for it in index["training"]}]
+    if missing:
+        raise KwsError(f"no training clips for label(s): {', '.join(missing)}")
+    train_set = ClipSet(index["training"], labels, cfg.cache, "training", progress)
+    root_of = np.array(root_of)[train_set.kept]
+    val_set = ClipSet(val_items, labels, cfg.cache, "validation", progress) if val_items else None
+    noises = load_noises(cfg.data)
+    unk = labels.index(UNKNOWN) if UNKNOWN in labels else -1
+    babble = train_set.audio[train_set.y == unk] if unk >= 0 and (train_set.y == unk).any() else None
+    aug = Augmenter(AugmentConfig(), fcfg, noises, babble, seed=cfg.seed) if cfg.augment else None
+    batches = BatchMaker(train_set, root_of, cfg, labels, fcfg, aug)
+    mfcc = MFCC(fcfg)
+
+    mcfg = ModelConfig(n_input=fcfg.n_mfcc, n_classes=len(labels), hidden=cfg.hidden, layers=cfg.layers,
+                       dropout=cfg.dropout)
+    model = GRUClassifier(mcfg)
+    with torch.no_grad():   # input normalisation from clean training clips
+        sample = train_set.audio[np.random.default_rng(cfg.seed).choice(len(train_set), min(2000, len(train_set)), replace=False)]
+        f = mfcc(torch.from_numpy(sample.astype(np.float32) / 32768.0)).reshape(-1, fcfg.n_mfcc)
+        model.feat_mean.copy_(f.mean(0)); model.feat_std.copy_(f.std(0).clamp_min(1e-3))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    epoch_clips = cfg.epoch_clips or len(train_set)
+    steps = max(1, math.ceil(epoch_clips / (cfg.batch * cfg.seq_clips)))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
+    val_audio = eval_audio(val_set, noises, cfg.seed) if val_set else None
+    history, best, start_epoch = [], -1.0, 0
+    ckpt = out / "checkpoint.pt"
+    if resume and ckpt.exists():
+        c = torch.load(ckpt, weights_only=True)
+        model.load_state_dict(c["model"]); opt.load_state_dict(c["opt"]); sched.load_state_dict(c["sched"])
+        history, best, start_epoch = json.loads(c["history"]), c["best"], c["epoch"] + 1
+        torch.set_rng_state(c["torch_rng"])
+        print(f"resumed from {ckpt} after epoch {c['epoch'] + 1}", file=sys.stderr)
+    print(f"model: {count_parameters(model)} parameters; {steps} steps/epoch of {cfg.batch}x{cfg.seq_clips} clips",
+          file=sys.stderr)
+    state = None
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        t0, tot_loss, tot_ok, tot_n = time.time(), 0.0, 0, 0
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, file=sys.stderr,
+                   mininterval=2.0)
+        feed = BatchFeed(batches, aug, mfcc, model.feat_mean.clone(), steps, seed=(cfg.seed, epoch))
+        carry_rng = np.random.default_rng((cfg.seed, epoch, 7))
+        for _ in bar:
+            feats, tgt = feed.get()
+            h0 = state if state is not None and carry_rng.random() < cfg.carry_prob else None
+            logits, hT = model.forward_all(feats, h0)
+            state = hT.detach()
+            s = model.cfg.stack
+            tgt = tgt[:, s - 1::s]                     # target of output j: that of its last input frame
+            T = min(logits.shape[1], tgt.shape[1])
+            loss = F.cross_entropy(logits[:, :T].reshape(-1, len(labels)), tgt[:, :T].reshape(-1), ignore_index=-100)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step(); sched.step()
+            m = tgt[:, :T] >= 0
+            tot_ok += int((logits[:, :T].argmax(-1)[m] == tgt[:, :T][m]).sum())
+            tot_n += int(m.sum())
+            tot_loss += float(loss.detach())
+            bar.set_postfix(loss=f"{tot_loss / (bar.n + 1):.3f}", acc=f"{tot_ok / max(1, tot_n):.3f}")
+        feed.close()
+        dt = time.time() - t0
+        rec = {"epoch": epoch + 1, "train_loss": tot_loss / steps, "train_acc": tot_ok / max(1, tot_n),
+               "clips_per_s": steps * cfg.batch * cfg.seq_clips / dt, "epoch_s": dt, "lr": sched.get_last_lr()[0]}
+        if val_set is not None:
+            v = evaluate(model, mfcc, val_audio, val_set.y)
+            rec.update(val_acc=v["acc"], val_stream_acc=v["stream_acc"])
+        else:
+            rec.update(val_acc=float("nan"), val_stream_acc=float("nan"))
+        history.append(rec)
+        score = rec["val_stream_acc"] if val_set is not None else -rec["train_loss"]
+        print(f"epoch {epoch + 1}: loss {rec['train_loss']:.3f} val acc {rec['val_acc']:.4f} "
+              f"(streaming {rec['val_stream_acc']:.4f}) {rec['clips_per_s']:.0f} clips/s", file=sys.stderr)
+        if score > best:
+            best = score
+            meta = {"command": command, "train_config": json.dumps(asdict(cfg)), "epoch": epoch + 1,
+                    "val_acc": rec["val_acc"], "val_stream_acc": rec["val_stream_acc"],
+                    "trained": time.strftime("%Y-%m-%d %H:%M:%S"), "parameters": count_parameters(model)}
+            save_bundle(Bundle(model=model, features=fcfg, labels=labels,
+                               detector=DetectorConfig().to_dict(), meta=meta), out / "model.pt")
+        save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                               "epoch": epoch, "best": best, "history": json.dumps(history),
+                               "torch_rng": torch.get_rng_state()})
+        with open(out / "metrics.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(history[0].keys()))
+            w.writeheader(); w.writerows(history)
+        (out / "metrics.json").write_text(json.dumps(history, indent=1))
+        plot_curves(history, out / "training_curves.png")
+    return {"history": history, "best": best, "model": str(out / "model.pt")}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a spotter on Speech Commands-layout data",
+                       description="Train the stateful GRU spotter. --data takes one or more roots in Speech "
+                                   "Commands layout; ROOT@VAL,TEST sets the speaker split of a root without list files.")
+    p.add_argument("--data", nargs="+", required=True, metavar="ROOT")
+    p.add_argument("--weights", type=float, nargs="+", default=[], help="sampling weight per data root")
+    p.add_argument("--task", default="12", choices=["12", "35"])
+    p.add_argument("--words", default="", help="custom comma-separated keyword list (overrides --task)")
+    p.add_argument("--out", default="runs/kws")
+    for name, typ in [("epochs", int), ("batch", int), ("seq_clips", int), ("lr", float), ("hidden", int),
+                      ("layers", int), ("dropout", float), ("epoch_clips", int), ("seed", int), ("threads", int),
+                      ("unknown_weight", float), ("carry_prob", float)]:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=getattr(TrainConfig, name))
+    p.add_argument("--cache", default=TrainConfig.cache, help="decoded-audio cache folder ('' for none)")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    cfg = TrainConfig(data=args.data, weights=args.weights, task=args.task,
+                      words=[w.strip() for w in args.words.split(",") if w.strip()], out=args.out,
+                      cache=args.cache or None, augment=not args.no_augment,
+                      **{k: getattr(args, k) for k in ("epochs", "batch", "seq_clips", "lr", "hidden", "layers",
+                                                      "dropout", "epoch_clips", "seed", "threads",
+                                                      "unknown_weight", "carry_prob")})
+    try:
+        r = train(cfg, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
+                  command="kws " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    except FileNotFoundError as e:
+        raise KwsError(str(e)) from None
+    h = r["history"][-1] if r["history"] else {}
+    print(f"best model: {r['model']} (val streaming acc {r['best']:.4f}); last epoch: {json.dumps(h)}")
+    return 0

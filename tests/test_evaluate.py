@@ -1,0 +1,411 @@
+"""kws detect / eval / eval-stream: CLI behaviour, metrics on crafted cases, bad input."""
+import csv
+import json
+import struct
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import random_bundle, speech_like
+from kws.cli import main
+from kws.evaluate import (Occurrence, classification_metrics, match_detections, operating_point,
+                          predict_streaming, simulate_detections, smooth_posteriors, stream_posteriors, sweep)
+from kws.modelfile import save_bundle
+from kws.stream import KeywordSpotter
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    """A random model with a scaled-up head, so its posteriors vary and a threshold of 0.5 fires."""
+    import torch
+    b = random_bundle(seed=1)
+    with torch.no_grad():
+        b.model.head.weight.mul_(10)
+    return b
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, bundle):
+    p = tmp_path_factory.mktemp("model") / "m.pt"
+    save_bundle(bundle, p)
+    return str(p)
+
+
+def write(path, x, sr=SR, subtype="PCM_16"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), x, sr, subtype=subtype)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def sc_root(tmp_path_factory):
+    """Tiny Speech Commands layout: 2 keywords + 2 other words, list files, background noise."""
+    root = tmp_path_factory.mktemp("sc")
+    test = []
+    seed = 0
+    for word in ("yes", "no", "bed", "cat"):
+        for spk in ("aaaa0001", "bbbb0002", "cccc0003"):
+            seed += 1
+            rel = f"{word}/{spk}_nohash_0.wav"
+            write(root / rel, speech_like(1.0, seed=seed))
+            if spk != "cccc0003":
+                test.append(rel)
+    (root / "testing_list.txt").write_text("\n".join(test) + "\n")
+    (root / "validation_list.txt").write_text("")
+    write(root / "_background_noise_" / "noise.wav", np.random.default_rng(0).normal(0, 0.1, 3 * SR))
+    return root
+
+
+def run(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc, err):
+    assert rc != 0
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("kws: error: "), err
+
+
+# ------------------------------------------------------------------------------------------- eval
+
+def test_eval_sc_layout_json_and_png(capsys, tmp_path, sc_root, model_path):
+    js, png = tmp_path / "r.json", tmp_path / "cm.png"
+    rc, out, err = run(capsys, "eval", "--model", model_path, "--data", sc_root, "--json", js,
+                       "--confusion", png, "--quiet")
+    assert rc == 0, err
+    r = json.loads(js.read_text())
+    # testing split: 4 yes/no clips; unknown = ceil(10% of 4) = 1; silence = 1 (made from noise)
+    for mode in ("offline", "streaming"):
+        m = r[mode]
+        assert m["n"] == 6 and m["n_keyword"] == 4
+        assert np.asarray(m["confusion"]).sum() == 6
+        assert set(m["per_class"]) == set(r["labels"])
+        assert 0 <= m["accuracy"] <= 1
+    assert r["offline"]["per_class"]["_silence_"]["support"] == 1
+    assert png.exists() and png.stat().st_size > 1000
+    assert "confusion" in out and "keyword accuracy" in out
+
+
+def test_eval_all_unknown_keeps_every_other_word(capsys, tmp_path, sc_root, model_path):
+    js = tmp_path / "r.json"
+    rc, _, err = run(capsys, "eval", "--model", model_path, "--data", sc_root, "--all-unknown", "--json", js,
+                     "--quiet")
+    assert rc == 0, err
+    assert json.loads(js.read_text())["offline"]["per_class"]["_unknown_"]["support"] == 4
+
+
+def test_eval_csv_list_and_single_files(capsys, tmp_path, sc_root, model_path):
+    lst = tmp_path / "list.csv"
+    lst.write_text("path,label\n" + "".join(f"{sc_root}/yes/{s}_nohash_0.wav,yes\n" for s in ("aaaa0001", "bbbb0002"))
+                   + f"{sc_root}/cat/aaaa0001_nohash_0.wav,cat\n")
+    js = tmp_path / "r.json"
+    rc, _, err = run(capsys, "eval", "--model", model_path, "--data", lst, sc_root / "no" / "aaaa0001_nohash_0.wav",
+                     "--json", js, "--quiet")
+    assert rc == 0, err
+    r = json.loads(js.read_text())
+    sup = {k: v["support"] for k, v in r["offline"]["per_class"].items() if v["support"]}
+    assert sup == {"yes": 2, "no": 1, "_unknown_": 1}
+
+
+def test_eval_skips_unreadable_files(capsys, tmp_path, sc_root, model_path):
+    root = tmp_path / "words"
+    for i in range(3):
+        write(root / "yes" / f"s{i}_nohash_0.wav", speech_like(1.0, seed=i))
+    (root / "yes" / "broken_nohash_0.wav").write_text("not audio at all")
+    js = tmp_path / "r.json"
+    rc, _, err = run(capsys, "eval", "--model", model_path, "--data", root, "--json", js, "--quiet")
+    assert rc == 0
+    assert "skipped 1 unreadable" in err and "Traceback" not in err
+    r = json.loads(js.read_text())
+    assert r["skipped"] == 1 and r["offline"]["n"] == 3 + 1   # + 1 silence clip (zeros: no noise files)
+
+
+def test_streaming_labels_do_not_depend_on_grouping(bundle):
+    waves = np.stack([speech_like(1.0, seed=s) for s in range(7)])
+    a = predict_streaming(bundle, waves, group=1)
+    b = predict_streaming(bundle, waves, group=3)
+    # reference: feed clip by clip through a KeywordSpotter, never reset
+    sp = KeywordSpotter(bundle)
+    ref = []
+    for w in waves:
+        post = sp.step_frames(w)
+        ref.append(int(post[-sp.smooth:].mean(0).argmax()))
+    assert a.tolist() == b.tolist() == ref
+
+
+def test_classification_metrics_crafted():
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    y = np.array([0, 1, 2, 2, 3, 3])
+    p = np.array([0, 2, 2, 3, 3, 3])
+    m = classification_metrics(y, p, labels)
+    assert m["accuracy"] == round(4 / 6, 4)
+    assert m["keyword_accuracy"] == 0.75
+    assert m["per_class"]["yes"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m["per_class"]["no"]["precision"] == round(2 / 3, 4) and m["per_class"]["no"]["recall"] == 1.0
+    assert m["confusion"][1] == [0, 0, 1, 0]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--data", "/nonexistent/dir"], "no such file"),
+    (["--data", "EMPTYDIR"], "no labelled audio"),
+])
+def test_eval_bad_data(capsys, tmp_path, model_path, argv, msg):
+    (tmp_path / "empty").mkdir()
+    argv = [a.replace("EMPTYDIR", str(tmp_path / "empty")) for a in argv]
+    rc, _, err = run(capsys, "eval", "--model", model_path, *argv, "--quiet")
+    assert_one_line_error(rc, err)
+    assert msg in err
+
+
+def test_eval_missing_model(capsys, sc_root, tmp_path):
+    rc, _, err = run(capsys, "eval", "--model", tmp_path / "nope.pt", "--data", sc_root)
+    assert_one_line_error(rc, err)
+
+
+# ------------------------------------------------------------------------------------------ detect
+
+def test_detect_prints_and_json_lines_independent_of_chunking(capsys, tmp_path, model_path, bundle):
+    f = write(tmp_path / "a.wav", speech_like(6.0, seed=3))
+    rc, out, err = run(capsys, "detect", f, "--model", model_path, "--threshold", "0.5", "--json")
+    assert rc == 0, err
+    dets = [json.loads(ln) for ln in out.splitlines()]
+    assert dets, "a low threshold on this random model should fire"
+    assert all(set(d) == {"file", "time", "label", "score"} and d["file"] == f for d in dets)
+    rc, out2, _ = run(capsys, "detect", f, "--model", model_path, "--threshold", "0.5", "--json", "--chunk-ms", "37")
+    assert [json.loads(ln) for ln in out2.splitlines()] == dets
+    rc, txt, _ = run(capsys, "detect", f, "--model", model_path, "--threshold", "0.5")
+    first = txt.splitlines()[0].split()
+    assert first[0] == f and first[1].endswith("s") and first[2] == dets[0]["label"]
+    # keywords filter
+    lab = dets[0]["label"]
+    rc, out3, _ = run(capsys, "detect", f, "--model", model_path, "--threshold", "0.5", "--json", "--keywords", lab)
+    assert all(json.loads(ln)["label"] == lab for ln in out3.splitlines())
+
+
+def _bad_files(tmp_path):
+    d = tmp_path
+    (d / "empty.wav").write_bytes(b"")
+    good = write(d / "good.wav", speech_like(1.0, seed=1))
+    raw = open(good, "rb").read()
+    (d / "truncated.wav").write_bytes(raw[:30])
+    (d / "text.wav").write_text("hello, I am not a WAV file\n")
+    (d / "noaudio").mkdir()
+    (d / "noaudio" / "readme.txt").write_text("x")
+    return {"empty": d / "empty.wav", "truncated": d / "truncated.wav", "text": d / "text.wav",
+            "missing": d / "missing.wav", "noaudio": d / "noaudio"}
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "text", "missing", "noaudio"])
+@pytest.mark.parametrize("cmd", ["detect", "eval"])
+def test_bad_input_one_line_error(capsys, tmp_path, model_path, kind, cmd):
+    path = _bad_files(tmp_path)[kind]
+    if cmd == "detect":
+        rc, _, err = run(capsys, "detect", path, "--model", model_path)
+    else:
+        rc, _, err = run(capsys, "eval", "--model", model_path, "--data", path, "--quiet")
+        if kind in ("empty", "truncated", "text"):
+            # eval skips unreadable clips with a warning; a lone unreadable clip leaves nothing to evaluate
+            assert rc != 0 and "Traceback" not in err and "kws: error: no readable clips" in err
+            return
+    assert_one_line_error(rc, err)
+
+
+def test_truncated_data_chunk_is_handled(capsys, tmp_path, model_path):
+    """A WAV whose header promises more samples than the file holds (an interrupted recording)."""
+    good = write(tmp_path / "good.wav", speech_like(2.0, seed=2))
+    raw = open(good, "rb").read()
+    (tmp_path / "cut.wav").write_bytes(raw[: len(raw) // 2])
+    rc, _, err = run(capsys, "detect", tmp_path / "cut.wav", "--model", model_path)
+    assert "Traceback" not in err
+    assert rc == 0 or len(err.strip().splitlines()) == 1
+
+
+def test_detect_several_files_reports_each_bad_one(capsys, tmp_path, model_path):
+    good = write(tmp_path / "good.wav", speech_like(1.0, seed=1))
+    (tmp_path / "bad.wav").write_text("nope")
+    rc, _, err = run(capsys, "detect", good, tmp_path / "bad.wav", "--model", model_path)
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["u8", "48k_stereo_float", "nan_inf"])
+def test_odd_but_valid_audio_works(capsys, tmp_path, model_path, kind):
+    x = speech_like(2.0, seed=4)
+    if kind == "u8":
+        f = write(tmp_path / "u8.wav", x, subtype="PCM_U8")
+    elif kind == "48k_stereo_float":
+        import soxr
+        y = soxr.resample(x, SR, 48000)
+        f = write(tmp_path / "st.wav", np.stack([y, 0.5 * y], 1).astype(np.float32), sr=48000, subtype="FLOAT")
+    else:
+        y = x.copy()
+        y[100:200] = np.nan
+        y[5000:5010] = np.inf
+        y[9000] = -np.inf
+        f = write(tmp_path / "nan.wav", y, subtype="FLOAT")
+    rc, out, err = run(capsys, "detect", f, "--model", model_path, "--threshold", "0.5", "--json")
+    assert rc == 0 and "Traceback" not in err, err
+    for ln in out.splitlines():
+        d = json.loads(ln)
+        assert np.isfinite(d["score"]) and 0 <= d["time"] <= 2.1
+
+
+def test_detect_bad_options(capsys, tmp_path, model_path):
+    f = write(tmp_path / "a.wav", speech_like(1.0, seed=1))
+    for extra in (["--threshold", "1.5"], ["--keywords", "banana"], ["--chunk-ms", "0"]):
+        rc, _, err = run(capsys, "detect", f, "--model", model_path, *extra)
+        assert_one_line_error(rc, err)
+
+
+def _long_silence_wav(path, seconds, sr=SR):
+    """A 16-bit PCM WAV of `seconds` of silence written as a sparse file (no disk, no time)."""
+    n = int(seconds * sr) * 2
+    with open(path, "wb") as fh:
+        fh.write(b"RIFF" + struct.pack("<I", 36 + n) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, sr, sr * 2, 2, 16)
+                 + b"data" + struct.pack("<I", n))
+        fh.truncate(44 + n)
+    return str(path)
+
+
+def _detect_peak_memory(capsys, path, model_path):
+    tracemalloc.start()
+    try:
+        rc, _, err = run(capsys, "detect", path, "--model", model_path, "--chunk-ms", "500")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rc == 0, err
+    return peak
+
+
+def test_detect_memory_flat_on_long_file(capsys, tmp_path, model_path):
+    # 3 minutes (11 MB as float32): the peak traced memory must stay far below the whole file
+    f = _long_silence_wav(tmp_path / "long.wav", 180)
+    peak = _detect_peak_memory(capsys, f, model_path)
+    assert peak < 6e6, f"peak {peak / 1e6:.1f} MB"
+
+
+@pytest.mark.slow
+def test_detect_two_hour_file(capsys, tmp_path, model_path):
+    import resource
+    f = _long_silence_wav(tmp_path / "2h.wav", 2 * 3600)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _detect_peak_memory(capsys, f, model_path)
+    growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert peak < 6e6 and growth_mb < 100, (peak, growth_mb)   # the whole file would be 460 MB as float32
+
+
+# ------------------------------------------------------------------------------------- eval-stream
+
+def test_match_detections_rule():
+    occ = [Occurrence("f", "yes", 10.0, 10.5), Occurrence("f", "no", 20.0, 20.6), Occurrence("f", "yes", 30.0, 30.4)]
+    dets = [(10.2, "yes"),    # hit occ 0
+            (11.4, "yes"),    # inside occ 0's window but occ 0 is used -> false alarm
+            (20.3, "yes"),    # wrong label during "no" -> false alarm + wrong label
+            (31.5, "yes"),    # 1.1 s after the end -> too late, false alarm
+            (5.0, "no")]      # nothing there -> false alarm
+    matched, fa, wrong = match_detections(dets, occ)
+    assert matched == [(0, 0)]
+    assert sorted(fa) == [1, 2, 3, 4] and wrong == [2]
+    matched, fa, _ = match_detections([(31.4, "yes")], occ)
+    assert matched == [(0, 2)] and fa == []
+
+
+def test_simulate_detections_refractory():
+    score = np.zeros(500, np.float32)
+    score[[10, 50, 120, 300, 301]] = [0.9, 0.95, 0.8, 0.6, 0.99]
+    lab = np.full(500, 3)
+    dets = simulate_detections(score, lab, 0.7, refractory=100)
+    assert [d[0] for d in dets] == [10, 120, 301]
+    assert [d[0] for d in simulate_detections(score, lab, 0.5, refractory=100)] == [10, 120, 300]
+
+
+def test_simulation_equals_keyword_spotter(bundle):
+    """The sweep's detector model gives exactly KeywordSpotter's detections."""
+    y = speech_like(20.0, seed=7)
+    sp = KeywordSpotter(bundle, threshold=0.5)
+    want = [(round(d.time, 4), d.label) for c in np.array_split(y, 50) for d in sp.process(c)]
+    assert want
+    post = KeywordSpotter(bundle).step_frames(y)
+    kw = np.array([i for i, l in enumerate(bundle.labels) if not l.startswith("_")])
+    sm = smooth_posteriors(post, sp.smooth)[:, kw]
+    best = sm.argmax(1)
+    got = [(round(sp.frame_time(t), 4), bundle.labels[k])
+           for t, k, _ in simulate_detections(sm[np.arange(len(sm)), best], kw[best], 0.5, sp.refractory)]
+    assert got == want
+
+
+def test_sweep_crafted_posteriors():
+    """Two files, 100 frames/s. Known hits, misses, false alarms, wrong labels and latencies."""
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    T = 6000   # 60 s per file
+
+    def post_with(events):
+        p = np.zeros((T, 4), np.float32)
+        p[:, 0] = 1.0
+        for f0, f1, k, v in events:
+            p[f0:f1] = 0.0
+            p[f0:f1, k] = v
+            p[f0:f1, 0] = 1 - v
+        return p
+
+    frame_time = lambda g: g * 0.01 + 0.03
+    files = {"a.wav": post_with([(1000, 1030, 2, 0.9),    # yes at 10.00 s: hit, latency 10.03 - 9.8
+                                 (3000, 3030, 3, 0.6),    # no at 30 s: above 0.5 only, latency 0.13
+                                 (5000, 5030, 2, 0.95)]), # yes at 50 s where nothing was said: FA
+             "b.wav": post_with([(2000, 2030, 3, 0.8)])}  # "no" during a "yes": wrong label
+    occs = {"a.wav": [Occurrence("a.wav", "yes", 9.3, 9.8), Occurrence("a.wav", "no", 29.5, 29.9)],
+            "b.wav": [Occurrence("b.wav", "yes", 19.7, 20.1)]}
+    rows = sweep(files, occs, labels, [0.5, 0.7, 0.99], smooth=1, refractory=100, frame_time=frame_time,
+                 hours=120 / 3600)
+    r5, r7, r99 = rows
+    assert (r5["hits"], r5["misses"], r5["false_alarms"], r5["wrong_label"]) == (2, 1, 2, 1)
+    assert r5["frr"] == round(1 / 3, 4) and r5["fa_per_hour"] == 60.0
+    assert r5["latency_median_s"] == pytest.approx(np.median([0.23, 0.13]), abs=1e-3)
+    assert (r7["hits"], r7["false_alarms"], r7["misses_by_label"]) == (1, 2, {"no": 1, "yes": 1})
+    assert (r99["hits"], r99["false_alarms"], r99["frr"]) == (0, 0, 1.0)
+    assert operating_point(rows, 0.5) is r99
+    assert operating_point(rows, 100) is r5
+
+
+def test_eval_stream_cli(capsys, tmp_path, model_path, bundle):
+    d = tmp_path / "streams"
+    write(d / "s0.wav", speech_like(15.0, seed=11))
+    write(d / "s1.wav", speech_like(10.0, seed=12))
+    with open(d / "ground_truth.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "label", "start", "end", "word"])
+        w.writerows([["s0.wav", "yes", 2.0, 2.5, "yes"], ["s0.wav", "_unknown_", 5.0, 5.4, "bed"],
+                     ["s1.wav", "no", 4.0, 4.6, "no"]])
+    js, png = tmp_path / "r.json", tmp_path / "det.png"
+    rc, out, err = run(capsys, "eval-stream", "--model", model_path, "--data", d, "--json", js, "--png", png,
+                       "--thresholds", "0.1:0.9:0.1")
+    assert rc == 0, err
+    r = json.loads(js.read_text())
+    assert r["occurrences"] == 2 and len(r["sweep"]) == 9 and r["hours"] == pytest.approx(25 / 3600, rel=1e-4)
+    # the sweep agrees with KeywordSpotter run at one threshold
+    sp = KeywordSpotter(bundle, threshold=0.1)
+    n = sum(len(sp.process(c)) for c in [speech_like(15.0, seed=11)]) + len(sp.flush())
+    sp = KeywordSpotter(bundle, threshold=0.1)
+    n += sum(len(sp.process(c)) for c in [speech_like(10.0, seed=12)]) + len(sp.flush())
+    assert r["sweep"][0]["detections"] == n
+    assert png.exists() and "FA/h" in out
+    rc, _, err = run(capsys, "eval-stream", "--model", model_path, "--data", tmp_path / "nothing")
+    assert_one_line_error(rc, err)
+    (tmp_path / "nogt").mkdir()
+    rc, _, err = run(capsys, "eval-stream", "--model", model_path, "--data", tmp_path / "nogt")
+    assert_one_line_error(rc, err)
+
+
+def test_stream_posteriors_match_whole_file(tmp_path, bundle):
+    y = speech_like(3.0, seed=9)
+    f = write(tmp_path / "x.wav", y, subtype="FLOAT")
+    a = stream_posteriors(bundle, f, block_s=0.37)
+    b = KeywordSpotter(bundle).step_frames(y)
+    np.testing.assert_allclose(a, b, atol=1e-5)
