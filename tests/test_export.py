@@ -1,0 +1,44 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_bundle, speech_like
+from kws.export import export_onnx, export_torchscript
+from kws.features import MFCC
+
+
+def chunks_of_frames(bundle, seconds=3.0):
+    feats = MFCC(bundle.features)(torch.from_numpy(speech_like(seconds, seed=4)))
+    s = bundle.model.cfg.stack
+    return [feats[i:i + s] for i in range(0, feats.shape[0] // s * s, s)]   # one model output per call
+
+
+def test_onnx_step_matches_torch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    b = random_bundle(seed=2)
+    path = export_onnx(b, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["labels"] == b.labels
+    state_t = b.model.initial_state(1)
+    state_o = state_t.numpy().copy()
+    for ch in chunks_of_frames(b):            # state carried across calls in both runtimes
+        post_t, state_t = b.model.step(ch[None], state_t)
+        post_o, state_o = sess.run(None, {"frames": ch[None].numpy(), "state": state_o})
+        np.testing.assert_allclose(post_o, post_t[:, 0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(state_o, state_t.numpy(), atol=1e-4)
+
+
+def test_torchscript_step_matches_torch(tmp_path):
+    b = random_bundle(seed=3)
+    path = export_torchscript(b, tmp_path / "m.ts.pt")
+    ts = torch.jit.load(str(path))
+    state_t = b.model.initial_state(1)
+    state_s = state_t.clone()
+    for ch in chunks_of_frames(b):
+        post_t, state_t = b.model.step(ch[None], state_t)
+        post_s, state_s = ts(ch[None], state_s)
+        torch.testing.assert_close(post_s, post_t[:, 0], atol=1e-5, rtol=0)
