@@ -289,13 +289,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         print(f"resumed from {ckpt} after epoch {c['epoch'] + 1}", file=sys.stderr)
     print(f"model: {count_parameters(model)} parameters; {steps} steps/epoch of {cfg.batch}x{cfg.seq_clips} clips",
           file=sys.stderr)
-    state = None
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         t0, tot_loss, tot_ok, tot_n = time.time(), 0.0, 0, 0
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, file=sys.stderr,
                    mininterval=2.0)
         feed = BatchFeed(batches, aug, mfcc, model.feat_mean.clone(), steps, seed=(cfg.seed, epoch))
+        state = None   # each epoch starts afresh, so a resumed epoch replays exactly
         carry_rng = np.random.default_rng((cfg.seed, epoch, 7))
         for _ in bar:
             feats, tgt = feed.get()

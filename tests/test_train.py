@@ -1,0 +1,103 @@
+"""`kws train` end to end on a tiny corpus made here, and resume after a SIGKILL."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from kws.modelfile import load_bundle
+from kws.train import TrainConfig, frame_targets, train
+from kws.features import FeatureConfig
+
+SR = 16000
+
+
+def word(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Three 'words' a GRU can tell apart: a rising glide, a falling glide, two beeps; 'bed' is a noise burst."""
+    dur = rng.uniform(0.35, 0.55)
+    t = np.arange(int(dur * SR)) / SR
+    f = rng.uniform(0.8, 1.25)
+    if kind == "yes":
+        x = np.sin(2 * np.pi * np.cumsum(f * np.linspace(300, 1200, t.size)) / SR)
+    elif kind == "no":
+        x = np.sin(2 * np.pi * np.cumsum(f * np.linspace(1200, 300, t.size)) / SR)
+    elif kind == "up":
+        x = np.sin(2 * np.pi * 700 * f * t) * ((t % 0.2) < 0.1)
+    else:
+        x = rng.normal(0, 0.5, t.size)
+    return x * np.hanning(t.size) * rng.uniform(0.2, 0.8)
+
+
+def make_corpus(root: Path, speakers: int = 30) -> Path:
+    rng = np.random.default_rng(0)
+    for w in ["yes", "no", "up", "bed"]:
+        (root / w).mkdir(parents=True)
+        for s in range(speakers):
+            x = np.zeros(SR)
+            y = word(w, rng)
+            o = rng.integers(0, SR - y.size)
+            x[o:o + y.size] = y
+            sf.write(root / w / f"{s:04d}abcd_nohash_0.wav", (x + rng.normal(0, 0.003, SR)).astype(np.float32), SR,
+                     subtype="PCM_16")
+    (root / "_background_noise_").mkdir()
+    sf.write(root / "_background_noise_" / "n.wav", rng.normal(0, 0.05, 5 * SR).astype(np.float32), SR)
+    return root
+
+
+def tiny_cfg(root, out, epochs=4) -> TrainConfig:
+    return TrainConfig(data=[str(root)], words=["yes", "no", "up"], out=str(out), epochs=epochs, batch=16,
+                       seq_clips=2, hidden=32, layers=1, epoch_clips=640, lr=1e-2, cache="", seed=1)
+
+
+def test_frame_targets_label_after_word_and_silence_far_from_words():
+    fcfg = FeatureConfig()
+    # clip 0: word at 0.2-0.5 s (label 3); clip 1: silence (label 0)
+    tgt = frame_targets([(3200, 8000), (16000, 32000)], [3, 0], [False, True], 318, fcfg, silence_idx=0)
+    ends = np.arange(318) * fcfg.hop + fcfg.n_fft
+    assert set(tgt[(ends >= 8000 + 480) & (ends <= 8000 + 11200)]) == {3}
+    assert set(tgt[ends < 3200 - 800]) == {0}
+    assert set(tgt[(ends > 3200) & (ends < 8000)]) == {-100}          # during the word: no target
+    assert set(tgt[ends > 8000 + 14400]) == {0}
+
+
+@pytest.mark.slow
+def test_tiny_corpus_trains_well_above_chance(tmp_path):
+    root = make_corpus(tmp_path / "corpus")
+    r = train(tiny_cfg(root, tmp_path / "run"), progress=False)
+    last = r["history"][-1]
+    assert last["val_acc"] > 0.6 and last["val_stream_acc"] > 0.6     # chance: 0.2 (5 labels)
+    b = load_bundle(tmp_path / "run" / "model.pt")
+    assert b.labels == ["_silence_", "_unknown_", "yes", "no", "up"]
+    for f in ["metrics.csv", "metrics.json", "training_curves.png", "checkpoint.pt"]:
+        assert (tmp_path / "run" / f).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues_where_it_stopped(tmp_path):
+    root = make_corpus(tmp_path / "corpus", speakers=12)
+    ref = train(tiny_cfg(root, tmp_path / "ref", epochs=3), progress=False)["history"]
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "kws.cli", "train", "--data", str(root), "--words", "yes,no,up", "--out", str(out),
+            "--epochs", "3", "--batch", "16", "--seq-clips", "2", "--hidden", "32", "--layers", "1",
+            "--epoch-clips", "640", "--lr", "1e-2", "--cache", "", "--seed", "1", "--no-progress"]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.json").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)                   # mid-epoch 2 (or later): no clean shutdown
+    p.wait()
+    done = len(json.loads((out / "metrics.json").read_text()))
+    assert 1 <= done <= 3
+    rc = subprocess.run(args + ["--resume"], capture_output=True, text=True).returncode
+    assert rc == 0
+    hist = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    for a, b in zip(hist, ref):                        # same seeds per epoch: the same run
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1e-6)
