@@ -71,16 +71,16 @@ def active_rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.sort(fr)[n // 2:] ** 2)) + 1e-9)
 
 
-def synth_testing(synth: Path) -> list[str]:
-    """Relative paths of the synthetic corpus's testing split (testing_list.txt, else voices.csv)."""
-    lst = read_list(synth / "testing_list.txt")
+def synth_testing(synth: Path, split: str = "testing") -> list[str]:
+    """Relative paths of the synthetic corpus's testing (or validation) split (its list file, else voices.csv)."""
+    lst = read_list(synth / f"{split}_list.txt")
     if lst:
         return sorted(lst)
     vc = synth / "voices.csv"
     if not vc.exists():
         sys.exit(f"{synth}: no testing_list.txt or voices.csv (is the synthetic corpus built?)")
     with open(vc, newline="") as fh:
-        test = {r["hash"] for r in csv.DictReader(fh) if r["split"] in ("testing", "test")}
+        test = {r["hash"] for r in csv.DictReader(fh) if r["split"] == split}
     return sorted(f"{p.parent.name}/{p.name}" for p in synth.glob("*/*.wav")
                   if not p.parent.name.startswith("_") and p.name.split("_nohash_")[0] in test)
 
@@ -90,7 +90,7 @@ def pools(args) -> tuple[list[tuple[str, str, Path]], list[tuple[str, str, Path]
     kws = set(args.keywords)
     keyword, bait = [], []
     if True:  # the synthetic testing split always supplies bait words; keywords only if asked
-        for rel in synth_testing(args.synth):
+        for rel in synth_testing(args.synth, args.split):
             w = rel.split("/")[0]
             p = args.synth / rel
             if not p.exists():
@@ -234,6 +234,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=30.0, help="total length of all streams (default 30)")
     ap.add_argument("--files", type=int, default=6, help="number of stream files (default 6)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", choices=("testing", "validation"), default="testing",
+                    help="synthetic voices to use: testing (the benchmark) or validation (a dev set for "
+                         "choosing detector thresholds without touching the test streams)")
     ap.add_argument("--keywords-from", choices=("synth", "real", "both"), default="synth")
     ap.add_argument("--keywords", nargs="+", default=KEYWORDS10)
     ap.add_argument("--synth", type=Path, default=SYNTH, help=f"synthetic corpus (default {SYNTH})")

@@ -46,13 +46,33 @@ class FeatureConfig:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def mel_filterbank(cfg: FeatureConfig) -> torch.Tensor:
-    """Slaney-scale, Slaney-normalised mel filters [n_mels, n_fft//2+1] (librosa's defaults)."""
-    import librosa  # librosa.filters.mel does not trigger numba compilation
+def hz_to_mel(f):
+    """Slaney's auditory-toolbox mel scale (librosa's default, htk=False): linear below 1 kHz, log above."""
+    f = np.asarray(f, dtype=np.float64)
+    mel = f / (200.0 / 3)
+    log_t = f >= 1000.0
+    return np.where(log_t, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), mel)
 
-    fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
-                             fmin=cfg.f_min, fmax=cfg.f_max, htk=False, norm="slaney")
-    return torch.from_numpy(fb.astype(np.float64))
+
+def mel_to_hz(m):
+    m = np.asarray(m, dtype=np.float64)
+    f = m * (200.0 / 3)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), f)
+
+
+def mel_filterbank(cfg: FeatureConfig) -> torch.Tensor:
+    """Slaney-scale, Slaney-normalised triangular filters [n_mels, n_fft//2+1], as librosa.filters.mel
+    computes them (tests check equality). Written out here so running kws does not import librosa,
+    which costs ~125 MB and seconds of start-up on a small board."""
+    fft_freqs = np.linspace(0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max), cfg.n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2:cfg.n_mels + 2] - mel_f[:cfg.n_mels]))[:, None]
+    return torch.from_numpy(weights)
 
 
 def dct_matrix(n_mfcc: int, n_mels: int) -> torch.Tensor:

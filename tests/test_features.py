@@ -95,3 +95,13 @@ def test_short_input_gives_no_frames_and_keeps_samples():
     assert stream(torch.zeros(100)).shape == (0, 40)
     assert mfcc(torch.zeros(100)).shape == (0, 40)
     assert stream(torch.zeros(380)).shape == (1, 40)   # 480 samples: exactly one window
+
+
+@pytest.mark.parametrize("n_mels,n_fft,fmax", [(40, 480, 7600.0), (80, 512, 8000.0), (64, 400, 4000.0)])
+def test_mel_filterbank_equals_librosa(n_mels, n_fft, fmax):
+    import librosa
+    from kws.features import mel_filterbank
+    cfg = FeatureConfig(n_mels=n_mels, win_ms=n_fft / 16, f_max=fmax)
+    ref = librosa.filters.mel(sr=16000, n_fft=n_fft, n_mels=n_mels, fmin=cfg.f_min, fmax=fmax, htk=False,
+                              norm="slaney", dtype=np.float64)
+    np.testing.assert_allclose(mel_filterbank(cfg).numpy(), ref, rtol=1e-9, atol=1e-12)
