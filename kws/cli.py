@@ -22,11 +22,13 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands, or only the module of `only`: `kws listen` should not pay (in start-up time and
+    memory) for importing the trainer's scipy/matplotlib."""
     p = argparse.ArgumentParser(prog="kws", description="Streaming keyword spotter (MFCC + stateful GRU).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     seen = set()
-    for mod in COMMANDS.values():
+    for mod in ([COMMANDS[only]] if only in COMMANDS else COMMANDS.values()):
         if mod in seen:
             continue
         seen.add(mod)
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     # Small tensors: thread pools cost more than they save (see README, benchmarks/).
     import torch
     torch.set_num_threads(int(os.environ.get("KWS_THREADS", "1")))
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

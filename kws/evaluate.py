@@ -658,6 +658,8 @@ def cmd_eval_stream(args) -> int:
     for o in all_occ:
         if o.label in keywords:
             occs.setdefault(o.file, []).append(o)
+    if args.smooth_ms is not None:
+        bundle.detector["smooth_ms"] = args.smooth_ms
     spotter = KeywordSpotter(bundle)
     cfg = spotter.cfg
     posts, seconds, skipped = {}, 0.0, 0
@@ -717,6 +719,14 @@ def cmd_eval_stream(args) -> int:
               "matching": f"detection of L matches an unmatched occurrence of L with start <= time <= end + "
                           f"{MATCH_AFTER_END_S} s",
               "max_fa_per_hour": args.max_fa, "operating_point": op, "default": d_row, "sweep": rows}
+    if args.save_model:
+        if op is None:
+            raise EvalError(f"no operating point at <= {args.max_fa:g} FA/h: model not written")
+        from .modelfile import save_bundle
+        bundle.detector = {**cfg.to_dict(), "threshold": round(float(op["threshold"]), 4)}
+        bundle.meta = {**bundle.meta, "threshold_chosen_on": f"{data} (operating point at <= {args.max_fa:g} FA/h)"}
+        save_bundle(bundle, args.save_model)
+        console.print(f"model with threshold {op['threshold']:.2f} -> {args.save_model}")
     if args.png:
         save_det_png(rows, args.png, hours, op, cfg.threshold,
                      title=f"DET: {len(posts)} file(s), {seconds / 60:.0f} min, {n_occ} keywords")
@@ -774,5 +784,9 @@ def add_parser(sub) -> None:
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
                    help="write a JSON report to OUT (no OUT: print it to stdout)")
     p.add_argument("--all-rows", action="store_true", help="print every threshold")
+    p.add_argument("--smooth-ms", type=float, default=None, help="posterior smoothing window (default: the model's)")
+    p.add_argument("--save-model", default=None, metavar="OUT",
+                   help="write a copy of the model whose default threshold is the operating point's "
+                        "(choose it on a dev set, never on the test streams)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval_stream)

@@ -6,6 +6,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
+
+from kws.modelfile import load_bundle
 import soundfile as sf
 
 from conftest import random_bundle, speech_like
@@ -396,6 +398,13 @@ def test_eval_stream_cli(capsys, tmp_path, model_path, bundle):
     n += sum(len(sp.process(c)) for c in [speech_like(10.0, seed=12)]) + len(sp.flush())
     assert r["sweep"][0]["detections"] == n
     assert png.exists() and "FA/h" in out
+    saved, js2 = tmp_path / "tuned.pt", tmp_path / "r2.json"
+    rc, _, err = run(capsys, "eval-stream", "--model", model_path, "--data", d, "--thresholds", "0.1:0.9:0.1",
+                     "--max-fa", "1e9", "--save-model", saved, "--json", js2)
+    assert rc == 0, err
+    op = json.loads(js2.read_text())["operating_point"]
+    assert load_bundle(saved).detector["threshold"] == pytest.approx(op["threshold"])
+    assert load_bundle(saved).detector["threshold"] != load_bundle(model_path).detector.get("threshold")
     rc, _, err = run(capsys, "eval-stream", "--model", model_path, "--data", tmp_path / "nothing")
     assert_one_line_error(rc, err)
     (tmp_path / "nogt").mkdir()
