@@ -58,6 +58,8 @@ class TrainConfig:
     seed: int = 0
     cache: str = "data/cache"
     augment: bool = True
+    unknown_inside: bool = True    # also label the inside of non-keyword words `_unknown_`
+    init: str = ""                 # start from this model file's weights (fine-tuning)
     threads: int = 1               # torch threads of the trainer; a second process makes the batches
 
 
@@ -67,8 +69,11 @@ def load_noises(roots) -> list[np.ndarray]:
     return [load(f) for f in background_files(roots)]
 
 
-def frame_targets(spans, labels_idx, silent, n_frames, fcfg: FeatureConfig, silence_idx: int) -> np.ndarray:
-    """Per-frame targets for one sequence of back-to-back clips (see module docstring)."""
+def frame_targets(spans, labels_idx, silent, n_frames, fcfg: FeatureConfig, silence_idx: int,
+                  unknown_idx: int = -1) -> np.ndarray:
+    """Per-frame targets for one sequence of back-to-back clips (see module docstring). Frames inside a
+    non-keyword word (from 100 ms after its start) are `_unknown_` too: a keyword-like onset must not
+    fire before the word has shown it is not a keyword."""
     sr = fcfg.sample_rate
     ends = np.arange(n_frames) * fcfg.hop + fcfg.n_fft          # sample at which each frame completes
     tgt = np.full(n_frames, -100, np.int64)
@@ -78,6 +83,8 @@ def frame_targets(spans, labels_idx, silent, n_frames, fcfg: FeatureConfig, sile
         nxt = words[k + 1][0] if k + 1 < len(words) else 10 ** 12
         win = (ends >= e + 0.03 * sr) & (ends <= min(e + 0.7 * sr, nxt))
         tgt[win] = y
+        if y == unknown_idx:
+            tgt[(ends >= s + 0.1 * sr) & (ends < e + 0.03 * sr)] = y
         busy |= (ends >= s - 0.05 * sr) & (ends <= e + 0.9 * sr)
     if silence_idx >= 0:
         tgt[~busy & (tgt == -100)] = silence_idx
@@ -88,6 +95,7 @@ class BatchMaker:
     def __init__(self, clips: ClipSet, root_of: np.ndarray, cfg: TrainConfig, labels, fcfg, aug: Augmenter | None):
         self.clips, self.cfg, self.fcfg, self.aug = clips, cfg, fcfg, aug
         self.silence_idx = labels.index(SILENCE) if SILENCE in labels else -1
+        self.unknown_idx = labels.index(UNKNOWN) if UNKNOWN in labels and cfg.unknown_inside else -1
         self.rng = np.random.default_rng(cfg.seed + 1)
         cw = np.ones(len(labels))
         if UNKNOWN in labels:
@@ -122,7 +130,7 @@ class BatchMaker:
                 spans.append((span[0] + k * CLIP, span[1] + k * CLIP))
                 ys.append(self.clips.y[i])
                 sil.append(is_sil)
-            targets.append(frame_targets(spans, ys, sil, n_frames, self.fcfg, self.silence_idx))
+            targets.append(frame_targets(spans, ys, sil, n_frames, self.fcfg, self.silence_idx, self.unknown_idx))
         return torch.from_numpy(wave), torch.from_numpy(np.stack(targets))
 
 
@@ -274,6 +282,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         sample = train_set.audio[np.random.default_rng(cfg.seed).choice(len(train_set), min(2000, len(train_set)), replace=False)]
         f = mfcc(torch.from_numpy(sample.astype(np.float32) / 32768.0)).reshape(-1, fcfg.n_mfcc)
         model.feat_mean.copy_(f.mean(0)); model.feat_std.copy_(f.std(0).clamp_min(1e-3))
+    if cfg.init:
+        from .modelfile import load_bundle
+        src = load_bundle(cfg.init)
+        if src.labels != labels or src.model.cfg != mcfg:
+            raise KwsError(f"--init {cfg.init}: labels or architecture differ from this run's")
+        model.load_state_dict(src.model.state_dict())
+        print(f"initialised from {cfg.init}", file=sys.stderr)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch_clips = cfg.epoch_clips or len(train_set)
     steps = max(1, math.ceil(epoch_clips / (cfg.batch * cfg.seq_clips)))
@@ -361,6 +376,9 @@ def add_parser(sub) -> None:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=getattr(TrainConfig, name))
     p.add_argument("--cache", default=TrainConfig.cache, help="decoded-audio cache folder ('' for none)")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--init", default="", metavar="MODEL", help="start from this model's weights (fine-tune)")
+    p.add_argument("--no-unknown-inside", action="store_true",
+                   help="leave the inside of non-keyword words unlabelled (default: label it _unknown_)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -369,7 +387,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     cfg = TrainConfig(data=args.data, weights=args.weights, task=args.task,
                       words=[w.strip() for w in args.words.split(",") if w.strip()], out=args.out,
-                      cache=args.cache or None, augment=not args.no_augment,
+                      cache=args.cache or None, augment=not args.no_augment, init=args.init,
+                      unknown_inside=not args.no_unknown_inside,
                       **{k: getattr(args, k) for k in ("epochs", "batch", "seq_clips", "lr", "hidden", "layers",
                                                       "dropout", "epoch_clips", "seed", "threads",
                                                       "unknown_weight", "carry_prob")})

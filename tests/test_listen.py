@@ -608,12 +608,16 @@ def _need_model():
         pytest.skip(f"shipped model {DEFAULT_MODEL} not there yet")
 
 
-def speak_wav(path: Path, words=WORDS, gap_s=1.5) -> Path:
-    """espeak-ng -v en-us+f3 words, resampled to 16 kHz by sox, 1.5 s apart, 0.5 s padding."""
+# espeak-ng's m7 variant is a voice family held out of the synthetic training corpus (its testing split)
+HELD_OUT_VOICE = "en-us+m7"
+
+
+def speak_wav(path: Path, words=WORDS, gap_s=1.5, voice=HELD_OUT_VOICE) -> Path:
+    """espeak-ng words in a held-out voice, resampled to 16 kHz by sox, `gap_s` apart, 0.5 s padding."""
     parts = [_silence(0.5)]
     for i, w in enumerate(words):
         raw, w16 = path.parent / f"{w}_raw.wav", path.parent / f"{w}_16k.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us+f3", "-w", str(raw), w], check=True, capture_output=True)
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), w], check=True, capture_output=True)
         subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(w16)], check=True,
                        capture_output=True)
         x, sr = sf.read(w16, dtype="float32")

@@ -64,6 +64,10 @@ def test_frame_targets_label_after_word_and_silence_far_from_words():
     assert set(tgt[ends < 3200 - 800]) == {0}
     assert set(tgt[(ends > 3200) & (ends < 8000)]) == {-100}          # during the word: no target
     assert set(tgt[ends > 8000 + 14400]) == {0}
+    # a non-keyword word (label 1 = _unknown_) is labelled inside too, from 100 ms after its start
+    tgt = frame_targets([(3200, 8000)], [1], [False], 150, fcfg, silence_idx=0, unknown_idx=1)
+    assert set(tgt[(ends[:150] >= 3200 + 1600) & (ends[:150] < 8000)]) == {1}
+    assert set(tgt[(ends[:150] > 3200) & (ends[:150] < 3200 + 1600)]) == {-100}
 
 
 @pytest.mark.slow
