@@ -40,7 +40,7 @@ SYSTEMS = {
     "openwakeword": ("peer_openwakeword.py", ["openwakeword", "onnxruntime", "sklearn"]),
 }
 DEFAULT_MODEL = "models/kws12_gru.pt"
-DEV_MODEL = "runs/kws12_a_epoch8.pt"
+DEV_MODEL = "runs/kws12_a_epoch8.pt"  # only used when models/kws12_gru.pt is missing
 INSTALL_HINT = "pip install '.[peers]'"
 
 
