@@ -348,7 +348,7 @@ def test_48k_stereo_only_device_gives_reference_detections(fake_sd, capsys, asse
                            "--duration", len(y48) / 48000 - 0.06)
     assert rc == 0, err
     assert sd.opened["samplerate"] == 48000 and sd.opened["channels"] == 2 and sd.opened["dtype"] == "float32"
-    assert sd.opened["blocksize"] == 2400       # 50 ms
+    assert sd.opened["blocksize"] == 4800       # 100 ms, the default block
     got, ref = json_lines(out), reference(assets["model"], assets["wav48"], assets["thr"])
     assert len(ref) >= 3
     assert [d["label"] for d in got] == [d["label"] for d in ref]
