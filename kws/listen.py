@@ -572,7 +572,7 @@ def add_parser(sub) -> None:
     p.add_argument("--keywords", default=None, metavar="yes,stop", help="comma-separated keywords to report")
     p.add_argument("--json", action="store_true",
                    help='one JSON line per detection: {"time","label","score","wall"}')
-    p.add_argument("--block-ms", type=float, default=100.0, help="audio block length in ms (default 100: fewer wake-ups, ~4% of one core; 20-100 is sensible)")
+    p.add_argument("--block-ms", type=float, default=100.0, help="audio block length in ms (default 100: fewer wake-ups, 4-5%% of one core; 20-100 is sensible)")
     p.add_argument("--input", default=None, metavar="FILE.wav",
                    help="replay a file through the live path at real-time pace instead of a microphone")
     p.add_argument("--fast", action="store_true", help="with --input: replay as fast as possible")
