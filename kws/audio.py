@@ -5,7 +5,7 @@ with a one-line message; the CLI prints it and exits non-zero.
 """
 from __future__ import annotations
 
-from .errors import KwsError
+from .errors import KwsError, first_line
 
 from pathlib import Path
 from typing import Iterator
@@ -57,8 +57,7 @@ def _open(path: str | Path) -> sf.SoundFile:
     try:
         f = sf.SoundFile(str(p))
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError for bad headers
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AudioError(f"cannot read audio {p}: {msg}") from None
+        raise AudioError(f"cannot read audio {p}: {first_line(e)}") from None
     if f.frames == 0:
         f.close()
         raise AudioError(f"no audio samples in {p}")

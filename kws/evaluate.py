@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import KwsError
+from .errors import KwsError, first_line
 
 SILENCE, UNKNOWN = "_silence_", "_unknown_"
 NON_KEYWORDS = (SILENCE, UNKNOWN)
@@ -40,11 +40,6 @@ def _warn(msg: str) -> None:
 def _load_bundle(path):
     from .modelfile import load_bundle
     return load_bundle(path)
-
-
-def _one_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -104,7 +99,7 @@ def cmd_detect(args) -> int:
                 try:
                     spotters[sr] = KeywordSpotter(bundle, sample_rate=sr, keywords=keywords, threshold=args.threshold)
                 except ValueError as e:
-                    raise EvalError(_one_line(e)) from None
+                    raise EvalError(first_line(e)) from None
             n = 0
             for d in detect_file(spotters[sr], f, args.chunk_ms / 1000.0):
                 n += 1

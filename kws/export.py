@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .errors import KwsError
-from .modelfile import load_bundle
+from .modelfile import DEFAULT_MODEL, load_bundle
 
 
 class StreamingStep(nn.Module):
@@ -93,7 +93,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     bundle = load_bundle(args.model)
-    src = Path(args.model) if args.model else Path(__file__).resolve().parent.parent / "models" / "kws12_gru.pt"
+    src = Path(args.model) if args.model else DEFAULT_MODEL
     out = Path(args.out) if args.out else src.with_suffix(".onnx" if args.format == "onnx" else ".ts.pt")
     path = export_onnx(bundle, out) if args.format == "onnx" else export_torchscript(bundle, out)
     print(f"wrote {path} and {path.with_suffix('.json')}")

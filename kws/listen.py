@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import KwsError
+from .errors import KwsError, first_line
 
 STALL_S = 2.0              # no block for this long -> the device is reported as stalled
 POLL_S = 0.1               # worker wake-up interval while waiting for blocks
@@ -54,18 +54,13 @@ def _sounddevice():
         import sounddevice
     except OSError as e:  # sounddevice raises OSError('PortAudio library not found')
         raise PortAudioMissing(
-            f"cannot use the microphone: PortAudio library not found ({_first_line(e)}); install it "
+            f"cannot use the microphone: PortAudio library not found ({first_line(e)}); install it "
             f"(Debian/Ubuntu/Raspberry Pi OS: `{APT_HINT}`; macOS: `brew install portaudio`) "
             f"or replay a file with `kws listen --input FILE.wav`") from None
     except ImportError as e:
         raise PortAudioMissing(f"cannot use the microphone: python package sounddevice is missing "
-                               f"({_first_line(e)}); run `pip install sounddevice`") from None
+                               f"({first_line(e)}); run `pip install sounddevice`") from None
     return sounddevice
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
 
 
 def _pa_error_types(sd) -> tuple:
@@ -78,7 +73,7 @@ def input_devices(sd) -> list[dict]:
     try:
         devs = list(sd.query_devices())
     except pa_errors as e:
-        raise DeviceError(f"cannot list audio devices: {_first_line(e)}") from None
+        raise DeviceError(f"cannot list audio devices: {first_line(e)}") from None
     default = _default_input_index(sd)
     out = []
     for i, d in enumerate(devs):
@@ -196,7 +191,7 @@ class MicSource:
                 except Exception as e:  # PortAudioError / ValueError: try the next combination
                     last = e
         raise DeviceError(f"input device {d['name']!r} (#{d['index']}) accepts no usable format "
-                          f"({_first_line(last)}); try another --device (see `kws devices`)")
+                          f"({first_line(last)}); try another --device (see `kws devices`)")
 
     def _callback(self, indata, frames, time_info, status):
         # PortAudio thread: copy and enqueue, nothing else.
@@ -217,7 +212,7 @@ class MicSource:
             self.stream.start()
         except pa_errors as e:
             self.close()
-            msg = _first_line(e)
+            msg = first_line(e)
             hint = ("check that no other program holds the device exclusively and that your user is in "
                     "the `audio` group, or try another --device (see `kws devices`)")
             if "-1" in msg and "device" in msg.lower():
@@ -447,7 +442,7 @@ def listen(spotter, source, q: queue.Queue, out: LineOutput, counters: Counters,
             if item.error is not None:
                 if isinstance(item.error, KwsError):
                     raise item.error
-                raise ListenError(f"cannot read {source.label}: {_first_line(item.error)}")
+                raise ListenError(f"cannot read {source.label}: {first_line(item.error)}")
             emit(spotter.flush())
             break
         last_block = time.monotonic()
@@ -513,7 +508,7 @@ def run_listen(args) -> int:
         spotter = KeywordSpotter(args.model, sample_rate=source.rate, keywords=_parse_keywords(args.keywords),
                                  threshold=args.threshold)
     except ValueError as e:
-        raise ListenError(_first_line(e)) from None
+        raise ListenError(first_line(e)) from None
 
     live_view = (not args.json) and sys.stdout.isatty() and not args.no_view
     out = LiveOutput() if live_view else LineOutput(args.json)

@@ -5,7 +5,7 @@ so opening a model file never runs code from it.
 """
 from __future__ import annotations
 
-from .errors import KwsError
+from .errors import KwsError, first_line
 
 import os
 import tempfile
@@ -70,8 +70,7 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated/corrupt/foreign files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFileError(f"cannot read model file {path}: not a kws model or corrupt ({first[:120]})") from None
+        raise ModelFileError(f"cannot read model file {path}: not a kws model or corrupt ({first_line(e)[:120]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not a kws model file")
     version = payload.get("format_version")
@@ -88,8 +87,7 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         model = GRUClassifier(mcfg)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFileError(f"{path} is an incompatible kws model: {first[:160]}") from None
+        raise ModelFileError(f"{path} is an incompatible kws model: {first_line(e)[:160]}") from None
     model.eval()
     return Bundle(model=model, features=fcfg, labels=labels,
                   detector=dict(payload.get("detector", {})), meta=dict(payload.get("meta", {})))
