@@ -28,7 +28,7 @@ from tqdm import tqdm
 from .audio import load
 from .data.augment import AugmentConfig, Augmenter
 from .data.dataset import CLIP, ClipSet
-from .data.index import SILENCE, UNKNOWN, background_files, build_index, parse_root, summary, task_labels
+from .data.index import SILENCE, UNKNOWN, background_files, parse_root, scan_root, select, summary, task_labels
 from .errors import KwsError
 from .features import MFCC, FeatureConfig
 from .model import GRUClassifier, ModelConfig, count_parameters
@@ -102,13 +102,11 @@ class BatchMaker:
             cw[labels.index(UNKNOWN)] = cfg.unknown_weight
         if SILENCE in labels:
             cw[labels.index(SILENCE)] = cfg.silence_weight
-        counts = np.bincount(clips.y, minlength=len(labels)).astype(float)
         rw = np.array(cfg.weights or [1.0] * (root_of.max() + 1), float)
         # weight of a clip = its class weight shared over its class, tilted by its root's weight
         w = rw[root_of]
         per_class = np.bincount(clips.y, weights=w, minlength=len(labels))
         p = cw[clips.y] * w / np.maximum(per_class[clips.y], 1e-9)
-        p[counts[clips.y] == 0] = 0
         self.p = p / p.sum()
 
     def __call__(self):
@@ -249,23 +247,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         raise KwsError(f"--weights has {len(cfg.weights)} values for {len(cfg.data)} data roots")
     labels = task_labels(cfg.task, cfg.words or None)
     fcfg = FeatureConfig()
-    index = {}
-    root_of = []
-    for ri, r in enumerate(cfg.data):
-        part = build_index([r], labels, splits=("training", "validation"), unknown_pct=None,
-                           silence_pct=10, seed=cfg.seed)
-        for s, items in part.items():
-            index.setdefault(s, []).extend(items)
-        root_of += [ri] * len(part["training"])
+    scanned = [scan_root(r) for r in cfg.data]          # each root read once
+    train_items, root_of = [], []
+    for ri, items in enumerate(scanned):               # every unknown clip kept; sampling weights balance
+        part = select(items, labels, "training", unknown_pct=None, silence_pct=10, seed=cfg.seed)
+        train_items += part
+        root_of += [ri] * len(part)
     # validation: TF-style 10% unknown/silence over all roots
-    val_items = build_index(cfg.data, labels, splits=("validation",), seed=cfg.seed)["validation"]
+    val_items = select([it for items in scanned for it in items], labels, "validation", seed=cfg.seed)
     print(f"labels: {' '.join(labels)}", file=sys.stderr)
-    print(f"training: {len(index['training'])} clips ({summary(index['training'])})", file=sys.stderr)
+    print(f"training: {len(train_items)} clips ({summary(train_items)})", file=sys.stderr)
     print(f"validation: {len(val_items)} clips ({summary(val_items)})", file=sys.stderr)
-    missing = [l for l in labels if l not in {it.label for it in index["training"]}]
+    missing = [l for l in labels if l not in {it.label for it in train_items}]
     if missing:
         raise KwsError(f"no training clips for label(s): {', '.join(missing)}")
-    train_set = ClipSet(index["training"], labels, cfg.cache, "training", progress)
+    train_set = ClipSet(train_items, labels, cfg.cache, "training", progress)
     root_of = np.array(root_of)[train_set.kept]
     val_set = ClipSet(val_items, labels, cfg.cache, "validation", progress) if val_items else None
     noises = load_noises(cfg.data)
