@@ -93,16 +93,19 @@ def frame_signal(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
 
 
 def frames_to_mfcc(frames: torch.Tensor, window: torch.Tensor, mel_fb: torch.Tensor,
-                   dct: torch.Tensor, log_floor: float) -> torch.Tensor:
-    """[..., T, n_fft] windowable frames -> [..., T, n_mfcc]. The one place features are computed."""
+                   dct: torch.Tensor, log_floor: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """[..., T, n_fft] windowable frames -> [..., T, n_mfcc] float32. The one place features are computed.
+
+    float64 inside by default: float32 FFT/matmul results depend on batch shape by a few ulp, which
+    c0 (magnitude ~80) turns into >1e-5; in float64 chunked and whole-signal frames agree exactly.
+    Training augmentation passes float32 (speed; exactness across chunkings does not matter there)
+    and a per-clip filterbank [B, n_mels, F] (VTLP warp and spectral tilt)."""
     if frames.shape[-2] == 0:  # MKL's FFT rejects empty batches
         return frames.new_zeros(*frames.shape[:-1], dct.shape[1], dtype=torch.float32)
-    # float64 inside: float32 FFT/matmul results depend on batch shape by a few ulp, which
-    # c0 (magnitude ~80) turns into >1e-5; in float64 chunked and whole-signal frames agree exactly.
-    spec = torch.fft.rfft(frames.double() * window, dim=-1)
+    spec = torch.fft.rfft(frames.to(dtype) * window.to(dtype), dim=-1)
     power = spec.real.square() + spec.imag.square()
-    mel = power @ mel_fb.transpose(-1, -2)   # mel_fb may be [B, n_mels, F]: per-clip warps (VTLP)
-    return (torch.log(mel + log_floor) @ dct).float()
+    mel = power @ mel_fb.to(dtype).transpose(-1, -2)
+    return (torch.log(mel + log_floor) @ dct.to(dtype)).float()
 
 
 class MFCC(nn.Module):

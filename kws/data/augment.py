@@ -145,20 +145,17 @@ class Augmenter:
         return np.clip(x, -1.0, 1.0), (start, end)
 
     def features(self, mfcc, wave: torch.Tensor) -> torch.Tensor:
-        """[B, N] -> [B, T, F] with a random VTLP warp and spectral tilt per sequence."""
-        from ..features import frame_signal
+        """[B, N] -> [B, T, F] with a random VTLP warp and spectral tilt per sequence: both are folded
+        into a per-sequence filterbank (a gain per FFT bin commutes into the mel matrix), so the
+        features come from the same `frames_to_mfcc` as inference, in float32."""
+        from ..features import frame_signal, frames_to_mfcc
         B = wave.shape[0]
-        # float32 here (training only): exactness across chunkings matters for streaming, not for training
-        frames = frame_signal(wave, self.fcfg.n_fft, self.fcfg.hop) * mfcc.window.float()
-        spec = torch.fft.rfft(frames, dim=-1)
-        power = spec.real.square() + spec.imag.square()                 # [B, T, F]
-        nf = power.shape[-1]
+        nf = self.fbanks.shape[-1]
         tilt = torch.from_numpy(self.rng.uniform(-1, 1, (B, 1, 1)).astype(np.float32) * self.cfg.tilt_db)
-        ramp = torch.linspace(-0.5, 0.5, nf)
-        power = power * 10 ** (tilt * ramp / 10)
-        fb = self.fbanks[torch.from_numpy(self.rng.integers(0, len(self.warps), B))]   # [B, M, F]
-        mel = power @ fb.transpose(-1, -2)
-        return torch.log(mel + self.fcfg.log_floor) @ mfcc.dct.float()
+        gain = 10 ** (tilt * torch.linspace(-0.5, 0.5, nf) / 10)                          # [B, 1, F]
+        fb = self.fbanks[torch.from_numpy(self.rng.integers(0, len(self.warps), B))] * gain   # [B, M, F]
+        frames = frame_signal(wave, self.fcfg.n_fft, self.fcfg.hop)
+        return frames_to_mfcc(frames, mfcc.window, fb, mfcc.dct, self.fcfg.log_floor, dtype=torch.float32)
 
     def spec_augment(self, feats: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
         """Time and frequency masks (SpecAugment), filled with the feature mean."""
