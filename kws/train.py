@@ -40,6 +40,7 @@ from .stream import DetectorConfig
 class TrainConfig:
     data: list = field(default_factory=list)
     weights: list = field(default_factory=list)   # sampling weight per data root
+    root_share: bool = False       # weights are each root's share of every class, whatever its clip count
     task: str = "12"
     words: list = field(default_factory=list)
     out: str = "runs/kws"
@@ -64,6 +65,11 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------ data
+
+def root_label(spec: str) -> str:
+    """Short name of a data root for reports: its folder name."""
+    return parse_root(spec)[0].resolve().name
+
 
 def load_noises(roots) -> list[np.ndarray]:
     return [load(f) for f in background_files(roots)]
@@ -105,6 +111,13 @@ class BatchMaker:
         rw = np.array(cfg.weights or [1.0] * (root_of.max() + 1), float)
         # weight of a clip = its class weight shared over its class, tilted by its root's weight
         w = rw[root_of]
+        if cfg.root_share:
+            # a root's share of a class no longer grows with its clip count: 20 real "stop" tokens
+            # weigh as much as 900 synthetic ones, so "real voice" cannot stand for "_unknown_".
+            # Below 20 clips the share shrinks, so one stray clip cannot take a fifth of a class.
+            counts = np.zeros((len(labels), len(rw)))
+            np.add.at(counts, (clips.y, root_of), 1)
+            w = w / np.maximum(counts[clips.y, root_of], 20)
         per_class = np.bincount(clips.y, weights=w, minlength=len(labels))
         p = cw[clips.y] * w / np.maximum(per_class[clips.y], 1e-9)
         self.p = p / p.sum()
@@ -255,6 +268,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         root_of += [ri] * len(part)
     # validation: TF-style 10% unknown/silence over all roots
     val_items = select([it for items in scanned for it in items], labels, "validation", seed=cfg.seed)
+    root_of_path = {it.path: ri for ri, items in enumerate(scanned) for it in items}
     print(f"labels: {' '.join(labels)}", file=sys.stderr)
     print(f"training: {len(train_items)} clips ({summary(train_items)})", file=sys.stderr)
     print(f"validation: {len(val_items)} clips ({summary(val_items)})", file=sys.stderr)
@@ -290,6 +304,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
     steps = max(1, math.ceil(epoch_clips / (cfg.batch * cfg.seq_clips)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
     val_audio = eval_audio(val_set, noises, cfg.seed) if val_set else None
+    # accuracy per data root too (silence items count with no root): a synthetic root can hide a
+    # drop on the real-voice root, and real voices are what users have
+    val_root = np.array([root_of_path.get(it.path, -1) for it in val_set.items]) if val_set else None
+    root_names = [root_label(r) for r in cfg.data]
     history, best, start_epoch = [], -1.0, 0
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.exists():
@@ -333,12 +351,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         if val_set is not None:
             v = evaluate(model, mfcc, val_audio, val_set.y)
             rec.update(val_acc=v["acc"], val_stream_acc=v["stream_acc"])
+            for ri, name in enumerate(root_names):
+                m = val_root == ri
+                rec[f"val_acc[{name}]"] = float((v["pred"][m] == val_set.y[m]).mean()) if m.any() else float("nan")
         else:
             rec.update(val_acc=float("nan"), val_stream_acc=float("nan"))
         history.append(rec)
         score = rec["val_stream_acc"] if val_set is not None else -rec["train_loss"]
+        roots_acc = [v for k, v in rec.items() if k.startswith("val_acc[") and v == v]
+        if len(roots_acc) > 1:   # several roots: the mean over roots, so a small real-voice root counts
+            score = float(np.mean(roots_acc))
+        rec["select_score"] = score
+        per_root = " ".join(f"{k[8:-1]} {v:.3f}" for k, v in rec.items() if k.startswith("val_acc[") and v == v)
         print(f"epoch {epoch + 1}: loss {rec['train_loss']:.3f} val acc {rec['val_acc']:.4f} "
-              f"(streaming {rec['val_stream_acc']:.4f}) {rec['clips_per_s']:.0f} clips/s", file=sys.stderr)
+              f"(streaming {rec['val_stream_acc']:.4f}; per root: {per_root}) {rec['clips_per_s']:.0f} clips/s",
+              file=sys.stderr)
         if score > best:
             best = score
             meta = {"command": command, "train_config": json.dumps(asdict(cfg)), "epoch": epoch + 1,
@@ -363,6 +390,9 @@ def add_parser(sub) -> None:
                                    "Commands layout; ROOT@VAL,TEST sets the speaker split of a root without list files.")
     p.add_argument("--data", nargs="+", required=True, metavar="ROOT")
     p.add_argument("--weights", type=float, nargs="+", default=[], help="sampling weight per data root")
+    p.add_argument("--root-share", action="store_true",
+                   help="--weights give each root's share of every class, whatever its clip count "
+                        "(e.g. half of each keyword from a small real-voice root)")
     p.add_argument("--task", default="12", choices=["12", "35"])
     p.add_argument("--words", default="", help="custom comma-separated keyword list (overrides --task)")
     p.add_argument("--out", default="runs/kws")
@@ -381,7 +411,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    cfg = TrainConfig(data=args.data, weights=args.weights, task=args.task,
+    cfg = TrainConfig(data=args.data, weights=args.weights, root_share=args.root_share, task=args.task,
                       words=[w.strip() for w in args.words.split(",") if w.strip()], out=args.out,
                       cache=args.cache or None, augment=not args.no_augment, init=args.init,
                       unknown_inside=not args.no_unknown_inside,
@@ -394,5 +424,5 @@ def run(args) -> int:
     except FileNotFoundError as e:
         raise KwsError(str(e)) from None
     h = r["history"][-1] if r["history"] else {}
-    print(f"best model: {r['model']} (val streaming acc {r['best']:.4f}); last epoch: {json.dumps(h)}")
+    print(f"best model: {r['model']} (selection score {r['best']:.4f}); last epoch: {json.dumps(h)}")
     return 0

@@ -105,3 +105,29 @@ def test_resume_after_sigkill_continues_where_it_stopped(tmp_path):
     for a, b in zip(hist, ref):                        # same seeds per epoch: the same run
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1e-6)
+
+
+def test_root_share_gives_each_root_its_weight_of_every_class_whatever_its_size():
+    from types import SimpleNamespace
+    from kws.train import BatchMaker
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    # root 0: 900 "yes", 300 "no", 500 unknown; root 1 (small, real voices): 30 "yes", 60 unknown,
+    # one stray "no"
+    y = np.array([2] * 900 + [3] * 300 + [1] * 500 + [2] * 30 + [1] * 60 + [3])
+    root_of = np.array([0] * 1700 + [1] * 91)
+    clips = SimpleNamespace(y=y, is_silence=np.zeros(len(y), bool))
+    fcfg = FeatureConfig()
+
+    def shares(root_share):
+        cfg = TrainConfig(weights=[1.0, 1.0], root_share=root_share, unknown_weight=2.0)
+        p = BatchMaker(clips, root_of, cfg, labels, fcfg, None).p
+        return {c: p[(y == c) & (root_of == 1)].sum() / p[y == c].sum() for c in (1, 2, 3)}, p
+
+    tilt, _ = shares(False)
+    assert tilt[2] < 0.05                      # by count, 30 real tokens are 3% of "yes"
+    share, p = shares(True)
+    assert share[2] == pytest.approx(0.5) and share[1] == pytest.approx(0.5)
+    assert share[3] == pytest.approx(0.05 / 1.05)   # one stray clip: 1/20 of a share, not half the class
+    # class weights still hold: unknown twice a keyword, keywords equal
+    assert p[y == 1].sum() == pytest.approx(2 * p[y == 2].sum())
+    assert p[y == 2].sum() == pytest.approx(p[y == 3].sum())
