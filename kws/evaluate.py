@@ -163,11 +163,13 @@ def collect_clips(sources, labels: list[str], split: str | None = "testing", all
     (every clip, or the speaker-hash `split` if one is given), a CSV list `path,label`, a single audio
     file (label = parent folder name) or a folder of audio files (label = folder name).
     """
-    from .data.index import SKIP_DIRS, Item, background_files, scan_root, select
+    from .data.index import SKIP_DIRS, Item, background_files, parse_root, scan_root, select
     unknown_pct = None if all_unknown else 10.0
     clips: list[Clip] = []
     noise: list[str] = []
-    for src in map(Path, sources):
+    for spec in map(str, sources):
+        # ROOT@VAL,TEST: the speaker split `kws train` used for a root without list files
+        src = parse_root(spec)[0] if "@" in spec and not Path(spec).exists() else Path(spec)
         if not src.exists():
             raise EvalError(f"no such file or directory: {src}")
         if src.is_file():
@@ -181,7 +183,7 @@ def collect_clips(sources, labels: list[str], split: str | None = "testing", all
         subdirs = [d for d in src.iterdir() if d.is_dir() and d.name not in SKIP_DIRS]
         has_lists = (src / "testing_list.txt").exists() or (src / "validation_list.txt").exists()
         if subdirs:
-            items = scan_root(src)
+            items = scan_root(spec if "@" in spec and src != Path(spec) else src)
             if not has_lists and split is None:
                 items = [Item(it.path, it.label, it.word, it.speaker, "all") for it in items]
             want = split or ("testing" if has_lists else "all")

@@ -9,6 +9,7 @@ import torch
 from kws.data.augment import AugmentConfig, Augmenter
 from kws.data.index import (KEYWORDS10, SILENCE, UNKNOWN, build_index, parse_root, scan_root, select,
                             speaker_of, task_labels, which_set)
+from kws.errors import KwsError
 from kws.features import MFCC, FeatureConfig
 
 # Splits of real Speech Commands speakers as TensorFlow's which_set() assigns them (from the
@@ -79,7 +80,7 @@ def test_custom_words_and_root_percentages(tmp_path, sc_root):
     assert {it.label for it in items} == {SILENCE, UNKNOWN, "bed", "cat"}
     root, v, t = parse_root(f"{sc_root}@5,0")
     assert (root, v, t) == (sc_root, 5.0, 0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(KwsError, match="ROOT@VAL,TEST"):
         parse_root(f"{sc_root}@x")
 
 

@@ -116,6 +116,25 @@ def test_eval_csv_list_and_single_files(capsys, tmp_path, sc_root, model_path):
     assert sup == {"yes": 2, "no": 1, "_unknown_": 1}
 
 
+def test_eval_root_split_spec_matches_the_trainers(capsys, tmp_path, model_path):
+    """`ROOT@VAL,TEST` on a folder of word folders without list files picks the same held-out speakers
+    as `kws train` does for that spec."""
+    from kws.data.index import scan_root
+    root = tmp_path / "words"
+    for word in ("yes", "no"):
+        for k in range(12):
+            write(root / word / f"src_spk{k:02d}_0.wav", speech_like(1.0, seed=k))
+    spec = f"{root}@50,0"
+    want = sum(it.split == "validation" for it in scan_root(spec))
+    assert 0 < want < 24
+    js = tmp_path / "r.json"
+    rc, _, err = run(capsys, "eval", "--model", model_path, "--data", spec, "--split", "validation",
+                     "--json", js, "--quiet")
+    assert rc == 0, err
+    sup = json.loads(js.read_text())["offline"]["per_class"]
+    assert sup["yes"]["support"] + sup["no"]["support"] == want
+
+
 def test_eval_skips_unreadable_files(capsys, tmp_path, sc_root, model_path):
     root = tmp_path / "words"
     for i in range(3):
@@ -157,6 +176,7 @@ def test_classification_metrics_crafted():
 @pytest.mark.parametrize("argv,msg", [
     (["--data", "/nonexistent/dir"], "no such file"),
     (["--data", "EMPTYDIR"], "no labelled audio"),
+    (["--data", "EMPTYDIR@ten,0"], "ROOT@VAL,TEST"),
 ])
 def test_eval_bad_data(capsys, tmp_path, model_path, argv, msg):
     (tmp_path / "empty").mkdir()

@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import KwsError
+
 SILENCE, UNKNOWN = "_silence_", "_unknown_"
 KEYWORDS10 = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 WORDS35 = ["backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four",
@@ -85,7 +87,7 @@ def parse_root(spec: str | Path) -> tuple[Path, float, float]:
         try:
             v, t = (float(x) for x in pct.split(","))
         except ValueError:
-            raise ValueError(f"bad data root {spec!r}: expected ROOT@VAL,TEST percentages") from None
+            raise KwsError(f"bad data root {spec!r}: expected ROOT@VAL,TEST percentages") from None
         return Path(root), v, t
     return Path(spec), 10.0, 10.0
 
