@@ -523,49 +523,115 @@ def match_detections(dets: list[tuple[float, str]], occ: list[Occurrence], after
     return matched, fa, wrong
 
 
+def simulate_label_thresholds(sm: np.ndarray, thr: np.ndarray, refractory: int):
+    """Detections (frame, column, score) of KeywordSpotter's rule with one threshold per keyword:
+    fire at a frame where some keyword's smoothed posterior sm[t, k] >= thr[k] (the highest of those
+    wins) unless within `refractory` frames of the previous detection. sm: [T, K] keyword columns."""
+    above = sm >= thr
+    cand = np.flatnonzero(above.any(axis=1))
+    dets = []
+    i = 0
+    while i < len(cand):
+        t = int(cand[i])
+        k = int(np.where(above[t], sm[t], -1.0).argmax())
+        dets.append((t, k, float(sm[t, k])))
+        i = int(np.searchsorted(cand, t + max(refractory, 1), side="left"))
+    return dets
+
+
+def _prepare(files: dict, labels: list[str], smooth: int) -> tuple[np.ndarray, dict]:
+    kw_idx = np.array([i for i, l in enumerate(labels) if l not in NON_KEYWORDS])
+    return kw_idx, {name: (smooth_posteriors(post, smooth)[:, kw_idx] if len(post) else np.zeros((0, len(kw_idx))))
+                    for name, post in files.items()}
+
+
+def score_thresholds(prepared: dict, occs: dict, labels: list[str], kw_idx: np.ndarray, thr: np.ndarray,
+                     refractory: int, frame_time, hours: float) -> dict:
+    """One operating point (a threshold per keyword) over all files: hits, FRR, FA/h, latency."""
+    n_occ = sum(len(v) for v in occs.values())
+    n_det = n_fa = n_wrong = n_hit = 0
+    lat = []
+    per_label_miss: dict[str, int] = {}
+    for name, sm in prepared.items():
+        raw = simulate_label_thresholds(sm, thr, refractory)
+        dets = [(frame_time(t), labels[kw_idx[k]]) for t, k, _ in raw]
+        occ = occs.get(name, [])
+        matched, fa, wrong = match_detections(dets, occ)
+        n_det += len(dets)
+        n_fa += len(fa)
+        n_wrong += len(wrong)
+        n_hit += len(matched)
+        lat += [dets[d][0] - occ[o].end for d, o in matched]
+        hit_occ = {o for _, o in matched}
+        for oi, o in enumerate(occ):
+            if oi not in hit_occ:
+                per_label_miss[o.label] = per_label_miss.get(o.label, 0) + 1
+    return {
+        "threshold": round(float(thr.min()), 4) if np.ptp(thr) == 0 else None,
+        "detections": n_det,
+        "hits": n_hit,
+        "misses": n_occ - n_hit,
+        "frr": round((n_occ - n_hit) / n_occ, 4) if n_occ else None,
+        "false_alarms": n_fa,
+        "fa_per_hour": round(n_fa / hours, 3) if hours > 0 else None,
+        "wrong_label": n_wrong,
+        "latency_median_s": round(float(np.median(lat)), 3) if lat else None,
+        "latency_p90_s": round(float(np.percentile(lat, 90)), 3) if lat else None,
+        "misses_by_label": dict(sorted(per_label_miss.items())),
+    }
+
+
 def sweep(files: dict, occs: dict, labels: list[str], thresholds, smooth: int, refractory: int,
           frame_time, hours: float) -> list[dict]:
-    """files: name -> raw posteriors [T, C]; occs: name -> keyword occurrences. One row per threshold."""
-    kw_idx = np.array([i for i, l in enumerate(labels) if l not in NON_KEYWORDS])
-    prepared = {}
-    for name, post in files.items():
-        sm = smooth_posteriors(post, smooth)[:, kw_idx] if len(post) else np.zeros((0, len(kw_idx)))
-        best = sm.argmax(1) if len(sm) else np.zeros(0, np.int64)
-        prepared[name] = (sm[np.arange(len(sm)), best] if len(sm) else np.zeros(0), kw_idx[best])
-    n_occ = sum(len(v) for v in occs.values())
-    rows = []
-    for thr in thresholds:
-        n_det = n_fa = n_wrong = n_hit = 0
-        lat = []
-        per_label_miss: dict[str, int] = {}
-        for name, (score, lab) in prepared.items():
-            raw = simulate_detections(score, lab, thr, refractory)
-            dets = [(frame_time(t), labels[k]) for t, k, _ in raw]
-            occ = occs.get(name, [])
-            matched, fa, wrong = match_detections(dets, occ)
-            n_det += len(dets)
-            n_fa += len(fa)
-            n_wrong += len(wrong)
-            n_hit += len(matched)
-            lat += [dets[d][0] - occ[o].end for d, o in matched]
-            hit_occ = {o for _, o in matched}
-            for oi, o in enumerate(occ):
-                if oi not in hit_occ:
-                    per_label_miss[o.label] = per_label_miss.get(o.label, 0) + 1
-        rows.append({
-            "threshold": round(float(thr), 4),
-            "detections": n_det,
-            "hits": n_hit,
-            "misses": n_occ - n_hit,
-            "frr": round((n_occ - n_hit) / n_occ, 4) if n_occ else None,
-            "false_alarms": n_fa,
-            "fa_per_hour": round(n_fa / hours, 3) if hours > 0 else None,
-            "wrong_label": n_wrong,
-            "latency_median_s": round(float(np.median(lat)), 3) if lat else None,
-            "latency_p90_s": round(float(np.percentile(lat, 90)), 3) if lat else None,
-            "misses_by_label": dict(sorted(per_label_miss.items())),
-        })
-    return rows
+    """files: name -> raw posteriors [T, C]; occs: name -> keyword occurrences. One row per threshold
+    (the same for every keyword)."""
+    kw_idx, prepared = _prepare(files, labels, smooth)
+    return [score_thresholds(prepared, occs, labels, kw_idx, np.full(len(kw_idx), float(t)), refractory,
+                             frame_time, hours) for t in thresholds]
+
+
+def tune_label_thresholds(files: dict, occs: dict, labels: list[str], thresholds, smooth: int, refractory: int,
+                          frame_time, hours: float, max_fa_per_hour: float) -> tuple[dict, dict] | None:
+    """A threshold per keyword that maximises hits within the false-alarm budget (choose it on dev data).
+
+    Each keyword is swept alone (others off) to get its own hits and false alarms per threshold; a
+    small knapsack then spends the budget (max_fa_per_hour * hours false alarms, rounded down) where it
+    buys the most hits. Keywords interact only through the refractory time and argmax, so the chosen
+    set is scored again jointly. -> ({label: threshold}, joint row), or None if nothing fits."""
+    kw_idx, prepared = _prepare(files, labels, smooth)
+    K = len(kw_idx)
+    budget = int(np.floor(max_fa_per_hour * hours + 1e-9))
+    thresholds = np.sort(np.asarray(thresholds, float))
+    curves = []   # per keyword: list of (threshold, hits, false alarms)
+    for k in range(K):
+        lab = labels[kw_idx[k]]
+        sub = {n: [o for o in v if o.label == lab] for n, v in occs.items()}
+        row_of = []
+        for t in thresholds:
+            thr = np.full(K, np.inf)
+            thr[k] = t
+            r = score_thresholds(prepared, sub, labels, kw_idx, thr, refractory, frame_time, hours)
+            row_of.append((float(t), r["hits"], r["false_alarms"]))
+        curves.append(row_of)
+    # knapsack over keywords: best[b] = (hits, choice) using at most b false alarms
+    best = {0: (0, [])}
+    for k in range(K):
+        nxt = {}
+        for b, (h, ch) in best.items():
+            for t, hk, fk in curves[k]:
+                nb = b + fk
+                if nb > budget:
+                    continue
+                cand = (h + hk, ch + [t])
+                if nb not in nxt or cand[0] > nxt[nb][0] or (cand[0] == nxt[nb][0] and cand[1] > nxt[nb][1]):
+                    nxt[nb] = cand
+        best = nxt
+        if not best:
+            return None
+    _, choice = max(best.values(), key=lambda v: (v[0], v[1]))
+    thr = np.array(choice)
+    row = score_thresholds(prepared, occs, labels, kw_idx, thr, refractory, frame_time, hours)
+    return {labels[kw_idx[k]]: round(float(thr[k]), 4) for k in range(K)}, row
 
 
 def operating_point(rows: list[dict], max_fa_per_hour: float = 0.5) -> dict | None:
@@ -578,7 +644,9 @@ def operating_point(rows: list[dict], max_fa_per_hour: float = 0.5) -> dict | No
 
 
 def save_det_png(rows: list[dict], path, hours: float, op: dict | None, default_thr: float | None,
-                 title: str = "") -> None:
+                 title: str = "", extra: list[tuple[dict, str, str]] = ()) -> None:
+    """FRR vs FA/h of the sweep; `extra`: (row, legend, matplotlib format) points such as per-keyword
+    thresholds."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -597,6 +665,9 @@ def save_det_png(rows: list[dict], path, hours: float, op: dict | None, default_
         d = min(rows, key=lambda r: abs(r["threshold"] - default_thr))
         ax.plot([max(d["fa_per_hour"], floor)], [100 * d["frr"]], "ks", ms=7, mfc="none",
                 label=f"model default thr {d['threshold']:.2f}")
+    for r, name, fmt in extra:
+        ax.plot([max(r["fa_per_hour"], floor)], [100 * r["frr"]], fmt, ms=9,
+                label=f"{name}: FRR {100 * r['frr']:.1f}%, {r['fa_per_hour']:.2f} FA/h")
     ax.axvline(0.5, color="gray", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_xlabel(f"false alarms per hour (log; 0 drawn at {floor:.2g})")
@@ -681,6 +752,16 @@ def cmd_eval_stream(args) -> int:
     hours = seconds / 3600.0
     rows = sweep(posts, occs, labels, thresholds, spotter.smooth, spotter.refractory, spotter.frame_time, hours)
     op = operating_point(rows, args.max_fa)
+    kw_idx, prepared = _prepare(posts, labels, spotter.smooth)
+    own_thr = spotter.label_thresholds[kw_idx]
+    own = score_thresholds(prepared, occs, labels, kw_idx, own_thr, spotter.refractory, spotter.frame_time, hours)
+    own["thresholds"] = {labels[i]: round(float(t), 4) for i, t in zip(kw_idx, own_thr)}
+    tuned = None
+    if args.per_label:
+        tuned = tune_label_thresholds(posts, occs, labels, thresholds, spotter.smooth, spotter.refractory,
+                                      spotter.frame_time, hours, args.max_fa)
+        if tuned is not None:
+            tuned = {**tuned[1], "thresholds": tuned[0]}
     n_occ = sum(len(v) for v in occs.values())
 
     console = Console(file=sys.stderr if args.json == "-" else sys.stdout, width=110)
@@ -690,18 +771,31 @@ def cmd_eval_stream(args) -> int:
         t.add_column(col, justify="right")
     step = max(1, len(rows) // 14) if not args.all_rows else 1
     shown = {id(r) for r in rows[::step]} | {id(r) for r in (op, rows[-1]) if r is not None}
-    d_row = min(rows, key=lambda r: abs(r["threshold"] - cfg.threshold))
+    per_label_model = own["threshold"] is None
+    d_row = own if per_label_model else min(rows, key=lambda r: abs(r["threshold"] - cfg.threshold))
     shown.add(id(d_row))
-    for r in rows:
-        if id(r) not in shown:
-            continue
-        mark = " *" if r is op else (" d" if r is d_row else "")
-        lat = lambda v: "-" if v is None else f"{v:.2f}s"
-        t.add_row(f"{r['threshold']:.2f}{mark}", "-" if r["frr"] is None else f"{100 * r['frr']:.1f}%",
+    lat = lambda v: "-" if v is None else f"{v:.2f}s"
+
+    def add(r, name):
+        t.add_row(name, "-" if r["frr"] is None else f"{100 * r['frr']:.1f}%",
                   f"{r['fa_per_hour']:.2f}", str(r["false_alarms"]), str(r["wrong_label"]),
                   lat(r["latency_median_s"]), lat(r["latency_p90_s"]))
+    for r in rows:
+        if id(r) in shown:
+            add(r, f"{r['threshold']:.2f}" + (" *" if r is op else (" d" if r is d_row else "")))
+    if per_label_model:
+        add(own, "model's d")
+    if tuned is not None:
+        add(tuned, "per-label t")
     console.print(t)
-    console.print("* operating point (lowest FRR at ≤ %g FA/h), d model default threshold" % args.max_fa)
+    console.print("* operating point (lowest FRR at ≤ %g FA/h), d the model's own threshold(s)" % args.max_fa
+                  + (", t thresholds tuned per keyword here" if tuned is not None else ""))
+    if per_label_model:
+        console.print("model thresholds: " + " ".join(f"{k} {v:.2f}" for k, v in own["thresholds"].items()))
+    if args.per_label:
+        console.print("per-keyword thresholds at ≤ %g FA/h: " % args.max_fa + (
+            "none fits" if tuned is None else " ".join(f"{k} {v:.2f}" for k, v in tuned["thresholds"].items())
+            + f": FRR {100 * tuned['frr']:.1f}%, {tuned['fa_per_hour']:.2f} FA/h"))
     if op is None:
         console.print(f"no threshold reaches ≤ {args.max_fa:g} false alarms per hour")
     else:
@@ -715,18 +809,29 @@ def cmd_eval_stream(args) -> int:
                            "default_threshold": cfg.threshold},
               "matching": f"detection of L matches an unmatched occurrence of L with start <= time <= end + "
                           f"{MATCH_AFTER_END_S} s",
-              "max_fa_per_hour": args.max_fa, "operating_point": op, "default": d_row, "sweep": rows}
+              "max_fa_per_hour": args.max_fa, "operating_point": op, "default": d_row, "model_setting": own,
+              "per_label": tuned, "sweep": rows}
     if args.save_model:
-        if op is None:
-            raise EvalError(f"no operating point at <= {args.max_fa:g} FA/h: model not written")
         from .modelfile import save_bundle
-        bundle.detector = {**cfg.to_dict(), "threshold": round(float(op["threshold"]), 4)}
-        bundle.meta = {**bundle.meta, "threshold_chosen_on": f"{data} (operating point at <= {args.max_fa:g} FA/h)"}
+        if args.per_label:
+            if tuned is None:
+                raise EvalError(f"no per-keyword thresholds fit <= {args.max_fa:g} FA/h: model not written")
+            bundle.detector = {**cfg.to_dict(), "thresholds": tuned["thresholds"],
+                               "threshold": round(float(max(tuned["thresholds"].values())), 4)}
+            what = "per-keyword thresholds"
+        else:
+            if op is None:
+                raise EvalError(f"no operating point at <= {args.max_fa:g} FA/h: model not written")
+            bundle.detector = {**cfg.to_dict(), "thresholds": {}, "threshold": round(float(op["threshold"]), 4)}
+            what = f"threshold {op['threshold']:.2f}"
+        bundle.meta = {**bundle.meta, "threshold_chosen_on": f"{data} ({what} at <= {args.max_fa:g} FA/h)"}
         save_bundle(bundle, args.save_model)
-        console.print(f"model with threshold {op['threshold']:.2f} -> {args.save_model}")
+        console.print(f"model with {what} -> {args.save_model}")
     if args.png:
-        save_det_png(rows, args.png, hours, op, cfg.threshold,
-                     title=f"DET: {len(posts)} file(s), {seconds / 60:.0f} min, {n_occ} keywords")
+        extra = ([(own, "model's per-keyword thresholds", "gD")] if per_label_model else []) + \
+                ([(tuned, "per-keyword thresholds tuned here", "mP")] if tuned is not None else [])
+        save_det_png(rows, args.png, hours, op, None if per_label_model else cfg.threshold,
+                     title=f"DET: {len(posts)} file(s), {seconds / 60:.0f} min, {n_occ} keywords", extra=extra)
         console.print(f"DET curve -> {args.png}")
     if args.json:
         _write_json(report, args.json)
@@ -782,8 +887,11 @@ def add_parser(sub) -> None:
                    help="write a JSON report to OUT (no OUT: print it to stdout)")
     p.add_argument("--all-rows", action="store_true", help="print every threshold")
     p.add_argument("--smooth-ms", type=float, default=None, help="posterior smoothing window (default: the model's)")
+    p.add_argument("--per-label", action="store_true",
+                   help="also tune one threshold per keyword for the most hits within --max-fa")
     p.add_argument("--save-model", default=None, metavar="OUT",
                    help="write a copy of the model whose default threshold is the operating point's "
-                        "(choose it on a dev set, never on the test streams)")
+                        "(with --per-label: the per-keyword thresholds; choose them on a dev set, "
+                        "never on the test streams)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval_stream)

@@ -86,6 +86,11 @@ class KeywordSpotter:
         self.features = StreamingMFCC(self.mfcc)
         self.reset()
 
+    @property
+    def label_thresholds(self) -> np.ndarray:
+        """Threshold per label in model order (inf: never fires: non-keywords, keywords not wanted)."""
+        return self._thr.copy()
+
     def reset(self) -> None:
         self.resampler.reset()
         self.features.reset()

@@ -13,7 +13,7 @@ import soundfile as sf
 from conftest import random_bundle, speech_like
 from kws.cli import main
 from kws.evaluate import (Occurrence, classification_metrics, match_detections, operating_point,
-                          predict_streaming, simulate_detections, smooth_posteriors, stream_posteriors, sweep)
+                          predict_streaming, simulate_detections, simulate_label_thresholds, tune_label_thresholds, smooth_posteriors, stream_posteriors, sweep)
 from kws.modelfile import save_bundle
 from kws.stream import KeywordSpotter
 
@@ -363,6 +363,59 @@ def test_simulation_equals_keyword_spotter(bundle):
     assert got == want
 
 
+def test_per_label_simulation_equals_keyword_spotter(bundle):
+    """With a threshold per keyword the simulation still gives exactly KeywordSpotter's detections."""
+    y = speech_like(20.0, seed=7)
+    kw = np.array([i for i, l in enumerate(bundle.labels) if not l.startswith("_")])
+    per = {bundle.labels[i]: t for i, t in zip(kw, np.linspace(0.2, 0.6, len(kw)))}
+    sp = KeywordSpotter(bundle, thresholds=per)
+    want = [(round(d.time, 4), d.label) for c in np.array_split(y, 50) for d in sp.process(c)]
+    assert len({lab for _, lab in want}) >= 2
+    post = KeywordSpotter(bundle).step_frames(y)
+    sm = smooth_posteriors(post, sp.smooth)[:, kw]
+    got = [(round(sp.frame_time(t), 4), bundle.labels[kw[k]])
+           for t, k, _ in simulate_label_thresholds(sm, sp.label_thresholds[kw], sp.refractory)]
+    assert got == want
+
+
+def _crafted_streams():
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    T = 6000   # 60 s per file at 100 frames/s
+
+    def post_with(events):
+        p = np.zeros((T, 4), np.float32)
+        p[:, 0] = 1.0
+        for f0, f1, k, v in events:
+            p[f0:f1] = 0.0
+            p[f0:f1, k] = v
+            p[f0:f1, 0] = 1 - v
+        return p
+    frame_time = lambda g: g * 0.01 + 0.03
+    # "yes" is confident but has two false alarms at 0.8; "no" is timid (0.6) and never false-alarms
+    files = {"a.wav": post_with([(1000, 1030, 2, 0.9), (2000, 2030, 2, 0.8), (3000, 3030, 3, 0.6)]),
+             "b.wav": post_with([(1000, 1030, 3, 0.6), (2000, 2030, 2, 0.8), (4000, 4030, 2, 0.9)])}
+    occs = {"a.wav": [Occurrence("a.wav", "yes", 9.5, 9.9), Occurrence("a.wav", "no", 29.5, 29.9)],
+            "b.wav": [Occurrence("b.wav", "no", 9.5, 9.9), Occurrence("b.wav", "yes", 39.5, 39.9)]}
+    return files, occs, labels, frame_time
+
+
+def test_per_label_thresholds_beat_one_threshold_within_the_budget():
+    files, occs, labels, frame_time = _crafted_streams()
+    grid = [0.5, 0.7, 0.85, 0.95]
+    hours = 120 / 3600
+    rows = sweep(files, occs, labels, grid, smooth=1, refractory=100, frame_time=frame_time, hours=hours)
+    op = operating_point(rows, 0.5)            # one threshold: 0.85 keeps the FAs out and loses both "no"
+    assert op["threshold"] == 0.85 and op["hits"] == 2 and op["false_alarms"] == 0
+    thr, row = tune_label_thresholds(files, occs, labels, grid, smooth=1, refractory=100, frame_time=frame_time,
+                                     hours=hours, max_fa_per_hour=0.5)
+    assert thr == {"yes": 0.85, "no": 0.5}
+    assert row["hits"] == 4 and row["false_alarms"] == 0 and row["frr"] == 0.0
+    # a budget of one false alarm per 2 minutes: one of the 0.8 "yes" FAs may be spent, but buys no hit
+    thr, row = tune_label_thresholds(files, occs, labels, grid, smooth=1, refractory=100, frame_time=frame_time,
+                                     hours=hours, max_fa_per_hour=30)
+    assert row["hits"] == 4 and row["false_alarms"] <= 1
+
+
 def test_sweep_crafted_posteriors():
     """Two files, 100 frames/s. Known hits, misses, false alarms, wrong labels and latencies."""
     labels = ["_silence_", "_unknown_", "yes", "no"]
@@ -425,6 +478,20 @@ def test_eval_stream_cli(capsys, tmp_path, model_path, bundle):
     op = json.loads(js2.read_text())["operating_point"]
     assert load_bundle(saved).detector["threshold"] == pytest.approx(op["threshold"])
     assert load_bundle(saved).detector["threshold"] != load_bundle(model_path).detector.get("threshold")
+    # per-keyword thresholds: saved in the model, and a later run reports that model's own setting
+    saved2, js3, js4 = tmp_path / "per_label.pt", tmp_path / "r3.json", tmp_path / "r4.json"
+    rc, out, err = run(capsys, "eval-stream", "--model", model_path, "--data", d, "--thresholds", "0.1:0.9:0.1",
+                       "--max-fa", "1e9", "--per-label", "--save-model", saved2, "--json", js3)
+    assert rc == 0, err
+    tuned = json.loads(js3.read_text())["per_label"]
+    assert set(tuned["thresholds"]) == {l for l in load_bundle(model_path).labels if not l.startswith("_")}
+    assert load_bundle(saved2).detector["thresholds"] == tuned["thresholds"]
+    rc, out, err = run(capsys, "eval-stream", "--model", saved2, "--data", d, "--thresholds", "0.1:0.9:0.1",
+                       "--json", js4)
+    assert rc == 0, err
+    own = json.loads(js4.read_text())["model_setting"]
+    assert (own["hits"], own["false_alarms"]) == (tuned["hits"], tuned["false_alarms"])
+    assert "model thresholds:" in out
     rc, _, err = run(capsys, "eval-stream", "--model", model_path, "--data", tmp_path / "nothing")
     assert_one_line_error(rc, err)
     (tmp_path / "nogt").mkdir()
