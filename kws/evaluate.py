@@ -232,7 +232,7 @@ def load_clips(clips: list[Clip], noise_files: list[str], progress: bool = True,
     from .audio import AudioError, load_clip
     from tqdm import tqdm
     make_silence = SilenceMaker(noise_files, seed=seed)
-    waves, kept, skipped = [], [], 0
+    waves, kept, reasons = [], [], []
     for c in tqdm(clips, desc="loading", unit="clip", disable=not progress or len(clips) < 500,
                   file=sys.stderr, leave=False):
         if c.path is None:
@@ -241,11 +241,15 @@ def load_clips(clips: list[Clip], noise_files: list[str], progress: bool = True,
             try:
                 waves.append(load_clip(c.path))
             except AudioError as e:
-                skipped += 1
-                if skipped <= 5:
-                    _warn(f"skipped: {e}")
+                reasons.append(str(e))
                 continue
         kept.append(c)
+    skipped = len(reasons)
+    if skipped and not any(c.path for c in kept):   # nothing readable: one error line, no warnings before it
+        raise EvalError(f"no readable clips to evaluate ({reasons[0]}" + (
+            f"; {skipped - 1} more unreadable)" if skipped > 1 else ")"))
+    for r in reasons[:5]:
+        _warn(f"skipped: {r}")
     if skipped:
         _warn(f"skipped {skipped} unreadable file(s) of {len(clips)}")
     w = np.stack(waves) if waves else np.zeros((0, 16000), np.float32)
@@ -682,8 +686,8 @@ def save_det_png(rows: list[dict], path, hours: float, op: dict | None, default_
 
 
 def _parse_thresholds(s: str | None) -> np.ndarray:
-    if not s:
-        return np.round(np.arange(0.30, 0.9901, 0.01), 2)
+    if not s:   # finer near 1, where the low false-alarm operating points lie
+        return np.round(np.concatenate([np.arange(0.30, 0.9451, 0.01), np.arange(0.95, 0.9991, 0.002)]), 3)
     try:
         if ":" in s:
             a, b, step = (float(v) for v in s.split(":"))
@@ -880,7 +884,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")
     p.add_argument("--data", required=True, metavar="DIR", help=f"folder of WAVs with {GROUND_TRUTH}")
     p.add_argument("--ground-truth", default=None, metavar="CSV", help=f"default DIR/{GROUND_TRUTH}")
-    p.add_argument("--thresholds", default=None, help="START:STOP:STEP or a comma list (default 0.30:0.99:0.01)")
+    p.add_argument("--thresholds", default=None, help="START:STOP:STEP or a comma list (default 0.30:0.94:0.01, then 0.950:0.998:0.002)")
     p.add_argument("--max-fa", type=float, default=0.5, help="FA/h budget of the operating point (default 0.5)")
     p.add_argument("--png", default=None, metavar="PNG", help="save the DET curve")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
