@@ -16,7 +16,7 @@ COMMANDS = {
     "devices": "kws.listen",
     "detect": "kws.evaluate",
     "eval": "kws.evaluate",
-    "eval-stream": "kws.evaluate",
+    "eval-stream": "kws.stream_eval",
     "train": "kws.train",
     "export": "kws.export",
 }

@@ -12,8 +12,10 @@ import soundfile as sf
 
 from conftest import random_bundle, speech_like
 from kws.cli import main
-from kws.evaluate import (Occurrence, classification_metrics, match_detections, operating_point,
-                          predict_streaming, simulate_detections, simulate_label_thresholds, tune_label_thresholds, smooth_posteriors, stream_posteriors, sweep)
+from kws.evaluate import classification_metrics, predict_streaming
+from kws.stream_eval import (Occurrence, match_detections, operating_point, simulate_detections,
+                             simulate_label_thresholds, smooth_posteriors, stream_posteriors, sweep,
+                             tune_label_thresholds)
 from kws.modelfile import save_bundle
 from kws.stream import KeywordSpotter
 

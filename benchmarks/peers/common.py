@@ -63,7 +63,7 @@ def clip_metrics(true: list[str], pred: list[str]) -> dict:
 
 
 def stream_files(stream_dir) -> tuple[list[Path], dict]:
-    from kws.evaluate import read_ground_truth
+    from kws.stream_eval import read_ground_truth
     d = Path(stream_dir)
     wavs = sorted(f for f in d.iterdir() if f.suffix.lower() == ".wav")
     occs: dict = {}
@@ -93,8 +93,8 @@ def refractory(dets: list[tuple[float, str, float]], gap: float = REFRACTORY_S):
 
 
 def score_detections(per_file: dict[str, list[tuple[float, str]]], occs: dict, hours: float) -> dict:
-    """kws eval-stream's matching rule (kws.evaluate.match_detections) on one detection set."""
-    from kws.evaluate import match_detections
+    """kws eval-stream's matching rule (kws.stream_eval.match_detections) on one detection set."""
+    from kws.stream_eval import match_detections
     n_occ = sum(len(v) for v in occs.values())
     n_det = n_fa = n_hit = 0
     lat = []
@@ -113,7 +113,7 @@ def score_detections(per_file: dict[str, list[tuple[float, str]]], occs: dict, h
 
 
 def sweep_report(rows: list[dict], hours: float, n_occ: int, protocol: str) -> dict:
-    from kws.evaluate import operating_point
+    from kws.stream_eval import operating_point
     return {"hours": round(hours, 4), "occurrences": n_occ, "max_fa_per_hour": MAX_FA,
             "operating_point": operating_point(rows, MAX_FA), "protocol": protocol, "sweep": rows}
 

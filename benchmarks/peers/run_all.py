@@ -268,7 +268,7 @@ def main(argv=None) -> int:
             r["speed"] = sp if sp is not None else {"error": err}
         results[name] = r
 
-    from kws.evaluate import operating_point
+    from kws.stream_eval import operating_point
     for r in results.values():
         if r.get("status") != "ok" or not r.get("streams"):
             continue

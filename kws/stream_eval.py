@@ -1,0 +1,448 @@
+"""`kws eval-stream`: the detector on long recordings with ground truth.
+
+What users feel is missed keywords, false alarms per hour and latency, not clip accuracy. Each file is
+streamed once through `KeywordSpotter` to get per-frame posteriors; the detector's rule (smoothing,
+threshold, refractory time) is then replayed for every threshold of a sweep, which gives exactly the
+detections the live detector would give (tests/test_evaluate.py checks it). Reports FRR, FA/h, wrong
+labels, latency, the operating point at a FA/h budget and a DET curve; `--per-label` tunes a threshold
+per keyword. Benchmark streams: data_scripts/make_stream_benchmark.py. Metrics: docs/evaluate.md.
+"""
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .evaluate import AUDIO_EXT, NON_KEYWORDS, EvalError, _load_bundle, _warn, _write_json
+
+GROUND_TRUTH = "ground_truth.csv"
+MATCH_AFTER_END_S = 1.0        # a detection may come up to this long after the keyword's end
+
+
+@dataclass
+class Occurrence:
+    file: str
+    label: str
+    start: float
+    end: float
+    extra: dict = field(default_factory=dict)
+
+
+def read_ground_truth(path: Path) -> list[Occurrence]:
+    occ = []
+    with open(path, newline="") as fh:
+        rd = csv.DictReader(fh)
+        need = {"file", "label", "start", "end"}
+        if not rd.fieldnames or not need <= set(rd.fieldnames):
+            raise EvalError(f"{path}: expected a CSV with columns file,label,start,end")
+        for i, row in enumerate(rd):
+            try:
+                occ.append(Occurrence(row["file"], row["label"], float(row["start"]), float(row["end"]),
+                                      {k: v for k, v in row.items() if k not in need}))
+            except (TypeError, ValueError):
+                raise EvalError(f"{path}:{i + 2}: bad start/end") from None
+    return occ
+
+
+def stream_posteriors(bundle, path, block_s: float = 1.0) -> np.ndarray:
+    """Raw per-frame posteriors [T, C] of one file streamed through a fresh KeywordSpotter."""
+    from .audio import info, read_blocks
+    from .stream import KeywordSpotter
+    sp = KeywordSpotter(bundle, sample_rate=info(path)[0])
+    out = []
+    for block, _ in read_blocks(path, block_s):
+        x = sp.resampler(block)
+        if x.size:
+            out.append(sp.step_frames(x))
+    tail = sp.resampler(np.zeros(0, np.float32), last=True)
+    if tail.size:
+        out.append(sp.step_frames(tail))
+    return np.concatenate(out) if out else np.zeros((0, len(bundle.labels)), np.float32)
+
+
+def smooth_posteriors(post: np.ndarray, smooth: int) -> np.ndarray:
+    """Causal moving average over `smooth` frames (fewer at the start), as KeywordSpotter does."""
+    csum = np.concatenate([np.zeros((1, post.shape[1])), np.cumsum(post, axis=0, dtype=np.float64)])
+    ends = np.arange(1, len(post) + 1)
+    starts = np.maximum(0, ends - smooth)
+    return ((csum[ends] - csum[starts]) / (ends - starts)[:, None]).astype(np.float32)
+
+
+def simulate_detections(kw_score: np.ndarray, kw_label: np.ndarray, threshold: float, refractory: int):
+    """Detections (frame, label index, score) of KeywordSpotter's rule for one global threshold:
+    fire at a frame whose best keyword score >= threshold unless within `refractory` frames of the
+    previous detection. kw_score/kw_label: best keyword's smoothed posterior and index per frame."""
+    cand = np.flatnonzero(kw_score >= threshold)
+    dets = []
+    i = 0
+    while i < len(cand):
+        t = int(cand[i])
+        dets.append((t, int(kw_label[t]), float(kw_score[t])))
+        i = int(np.searchsorted(cand, t + max(refractory, 1), side="left"))
+    return dets
+
+
+def match_detections(dets: list[tuple[float, str]], occ: list[Occurrence], after_s: float = MATCH_AFTER_END_S):
+    """Match detections (time, label) of one file to occurrences: a detection of L matches an unmatched
+    occurrence of L with start <= time <= end + after_s (earliest such occurrence; each at most once).
+    -> (matched: list of (det index, occ index), false alarms: det indices, wrong label: det indices)."""
+    used = [False] * len(occ)
+    matched, fa, wrong = [], [], []
+    for di, (t, lab) in sorted(enumerate(dets), key=lambda x: x[1][0]):
+        hit = None
+        for oi, o in enumerate(occ):
+            if not used[oi] and o.label == lab and o.start <= t <= o.end + after_s:
+                hit = oi
+                break
+        if hit is None:
+            fa.append(di)
+            if any(o.label != lab and o.start <= t <= o.end + after_s for o in occ):
+                wrong.append(di)
+        else:
+            used[hit] = True
+            matched.append((di, hit))
+    return matched, fa, wrong
+
+
+def simulate_label_thresholds(sm: np.ndarray, thr: np.ndarray, refractory: int):
+    """Detections (frame, column, score) of KeywordSpotter's rule with one threshold per keyword:
+    fire at a frame where some keyword's smoothed posterior sm[t, k] >= thr[k] (the highest of those
+    wins) unless within `refractory` frames of the previous detection. sm: [T, K] keyword columns."""
+    above = sm >= thr
+    cand = np.flatnonzero(above.any(axis=1))
+    dets = []
+    i = 0
+    while i < len(cand):
+        t = int(cand[i])
+        k = int(np.where(above[t], sm[t], -1.0).argmax())
+        dets.append((t, k, float(sm[t, k])))
+        i = int(np.searchsorted(cand, t + max(refractory, 1), side="left"))
+    return dets
+
+
+def _prepare(files: dict, labels: list[str], smooth: int) -> tuple[np.ndarray, dict]:
+    kw_idx = np.array([i for i, l in enumerate(labels) if l not in NON_KEYWORDS])
+    return kw_idx, {name: (smooth_posteriors(post, smooth)[:, kw_idx] if len(post) else np.zeros((0, len(kw_idx))))
+                    for name, post in files.items()}
+
+
+def score_thresholds(prepared: dict, occs: dict, labels: list[str], kw_idx: np.ndarray, thr: np.ndarray,
+                     refractory: int, frame_time, hours: float) -> dict:
+    """One operating point (a threshold per keyword) over all files: hits, FRR, FA/h, latency."""
+    n_occ = sum(len(v) for v in occs.values())
+    n_det = n_fa = n_wrong = n_hit = 0
+    lat = []
+    per_label_miss: dict[str, int] = {}
+    for name, sm in prepared.items():
+        raw = simulate_label_thresholds(sm, thr, refractory)
+        dets = [(frame_time(t), labels[kw_idx[k]]) for t, k, _ in raw]
+        occ = occs.get(name, [])
+        matched, fa, wrong = match_detections(dets, occ)
+        n_det += len(dets)
+        n_fa += len(fa)
+        n_wrong += len(wrong)
+        n_hit += len(matched)
+        lat += [dets[d][0] - occ[o].end for d, o in matched]
+        hit_occ = {o for _, o in matched}
+        for oi, o in enumerate(occ):
+            if oi not in hit_occ:
+                per_label_miss[o.label] = per_label_miss.get(o.label, 0) + 1
+    return {
+        "threshold": round(float(thr.min()), 4) if np.ptp(thr) == 0 else None,
+        "detections": n_det,
+        "hits": n_hit,
+        "misses": n_occ - n_hit,
+        "frr": round((n_occ - n_hit) / n_occ, 4) if n_occ else None,
+        "false_alarms": n_fa,
+        "fa_per_hour": round(n_fa / hours, 3) if hours > 0 else None,
+        "wrong_label": n_wrong,
+        "latency_median_s": round(float(np.median(lat)), 3) if lat else None,
+        "latency_p90_s": round(float(np.percentile(lat, 90)), 3) if lat else None,
+        "misses_by_label": dict(sorted(per_label_miss.items())),
+    }
+
+
+def sweep(files: dict, occs: dict, labels: list[str], thresholds, smooth: int, refractory: int,
+          frame_time, hours: float) -> list[dict]:
+    """files: name -> raw posteriors [T, C]; occs: name -> keyword occurrences. One row per threshold
+    (the same for every keyword)."""
+    kw_idx, prepared = _prepare(files, labels, smooth)
+    return [score_thresholds(prepared, occs, labels, kw_idx, np.full(len(kw_idx), float(t)), refractory,
+                             frame_time, hours) for t in thresholds]
+
+
+def tune_label_thresholds(files: dict, occs: dict, labels: list[str], thresholds, smooth: int, refractory: int,
+                          frame_time, hours: float, max_fa_per_hour: float) -> tuple[dict, dict] | None:
+    """A threshold per keyword that maximises hits within the false-alarm budget (choose it on dev data).
+
+    Each keyword is swept alone (others off) to get its own hits and false alarms per threshold; a
+    small knapsack then spends the budget (max_fa_per_hour * hours false alarms, rounded down) where it
+    buys the most hits. Keywords interact only through the refractory time and argmax, so the chosen
+    set is scored again jointly. -> ({label: threshold}, joint row), or None if nothing fits."""
+    kw_idx, prepared = _prepare(files, labels, smooth)
+    K = len(kw_idx)
+    budget = int(np.floor(max_fa_per_hour * hours + 1e-9))
+    thresholds = np.sort(np.asarray(thresholds, float))
+    curves = []   # per keyword: list of (threshold, hits, false alarms)
+    for k in range(K):
+        lab = labels[kw_idx[k]]
+        sub = {n: [o for o in v if o.label == lab] for n, v in occs.items()}
+        row_of = []
+        for t in thresholds:
+            thr = np.full(K, np.inf)
+            thr[k] = t
+            r = score_thresholds(prepared, sub, labels, kw_idx, thr, refractory, frame_time, hours)
+            row_of.append((float(t), r["hits"], r["false_alarms"]))
+        curves.append(row_of)
+    # knapsack over keywords: best[b] = (hits, choice) using at most b false alarms
+    best = {0: (0, [])}
+    for k in range(K):
+        nxt = {}
+        for b, (h, ch) in best.items():
+            for t, hk, fk in curves[k]:
+                nb = b + fk
+                if nb > budget:
+                    continue
+                cand = (h + hk, ch + [t])
+                if nb not in nxt or cand[0] > nxt[nb][0] or (cand[0] == nxt[nb][0] and cand[1] > nxt[nb][1]):
+                    nxt[nb] = cand
+        best = nxt
+        if not best:
+            return None
+    _, choice = max(best.values(), key=lambda v: (v[0], v[1]))
+    thr = np.array(choice)
+    row = score_thresholds(prepared, occs, labels, kw_idx, thr, refractory, frame_time, hours)
+    return {labels[kw_idx[k]]: round(float(thr[k]), 4) for k in range(K)}, row
+
+
+def operating_point(rows: list[dict], max_fa_per_hour: float = 0.5) -> dict | None:
+    """Lowest FRR among thresholds with FA/h <= max (ties: fewer FA/h, then the lower threshold)."""
+    ok = [r for r in rows if r["fa_per_hour"] is not None and r["fa_per_hour"] <= max_fa_per_hour
+          and r["frr"] is not None]
+    if not ok:
+        return None
+    return min(ok, key=lambda r: (r["frr"], r["fa_per_hour"], r["threshold"]))
+
+
+def save_det_png(rows: list[dict], path, hours: float, op: dict | None, default_thr: float | None,
+                 title: str = "", extra: list[tuple[dict, str, str]] = ()) -> None:
+    """FRR vs FA/h of the sweep; `extra`: (row, legend, matplotlib format) points such as per-keyword
+    thresholds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    floor = 0.5 / hours if hours > 0 else 0.01   # FA/h of 0 plotted at half of one false alarm
+    xs = np.array([max(r["fa_per_hour"], floor) for r in rows])
+    ys = np.array([100 * r["frr"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    ax.plot(xs, ys, "o-", ms=3, label="threshold sweep")
+    for r, x, y in zip(rows, xs, ys):
+        if abs(r["threshold"] * 10 - round(r["threshold"] * 10)) < 1e-6:
+            ax.annotate(f"{r['threshold']:.1f}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if op is not None:
+        ax.plot([max(op["fa_per_hour"], floor)], [100 * op["frr"]], "r*", ms=14,
+                label=f"≤0.5 FA/h: thr {op['threshold']:.2f}, FRR {100 * op['frr']:.1f}%")
+    if default_thr is not None:
+        d = min(rows, key=lambda r: abs(r["threshold"] - default_thr))
+        ax.plot([max(d["fa_per_hour"], floor)], [100 * d["frr"]], "ks", ms=7, mfc="none",
+                label=f"model default thr {d['threshold']:.2f}")
+    for r, name, fmt in extra:
+        ax.plot([max(r["fa_per_hour"], floor)], [100 * r["frr"]], fmt, ms=9,
+                label=f"{name}: FRR {100 * r['frr']:.1f}%, {r['fa_per_hour']:.2f} FA/h")
+    ax.axvline(0.5, color="gray", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"false alarms per hour (log; 0 drawn at {floor:.2g})")
+    ax.set_ylabel("false-reject rate (%)")
+    ax.set_title(title or "kws detector: DET curve")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _parse_thresholds(s: str | None) -> np.ndarray:
+    if not s:   # finer near 1, where the low false-alarm operating points lie
+        return np.round(np.concatenate([np.arange(0.30, 0.9451, 0.01), np.arange(0.95, 0.9991, 0.002)]), 3)
+    try:
+        if ":" in s:
+            a, b, step = (float(v) for v in s.split(":"))
+            thr = np.round(np.arange(a, b + step / 2, step), 4)
+        else:
+            thr = np.array([float(v) for v in s.split(",") if v.strip()])
+    except ValueError:
+        raise EvalError(f"bad --thresholds {s!r}: use START:STOP:STEP or a comma list") from None
+    if len(thr) == 0 or (thr <= 0).any() or (thr > 1).any():
+        raise EvalError(f"bad --thresholds {s!r}: values must be in (0, 1]")
+    return thr
+
+
+def cmd_eval_stream(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+    from tqdm import tqdm
+    from .audio import AudioError, info
+    from .stream import KeywordSpotter
+    data = Path(args.data)
+    if not data.exists():
+        raise EvalError(f"no such file or directory: {data}")
+    gt_path = Path(args.ground_truth) if args.ground_truth else (data / GROUND_TRUTH if data.is_dir() else None)
+    if gt_path is None or not gt_path.exists():
+        raise EvalError(f"ground truth not found: {gt_path or data} (a CSV file,label,start,end; "
+                        "see data_scripts/make_stream_benchmark.py)")
+    thresholds = _parse_thresholds(args.thresholds)
+    bundle = _load_bundle(args.model)
+    labels = bundle.labels
+    keywords = [l for l in labels if l not in NON_KEYWORDS]
+    base = data if data.is_dir() else data.parent
+    wavs = [data] if data.is_file() else sorted(f for f in data.iterdir() if f.suffix.lower() in AUDIO_EXT)
+    if not wavs:
+        raise EvalError(f"no audio files in {data}")
+    all_occ = read_ground_truth(gt_path)
+    foreign = sorted({o.label for o in all_occ if o.label not in labels and o.label not in NON_KEYWORDS})
+    if foreign:
+        _warn(f"ground-truth labels not in the model, ignored as targets: {', '.join(foreign)}")
+    occs: dict[str, list[Occurrence]] = {}
+    for o in all_occ:
+        if o.label in keywords:
+            occs.setdefault(o.file, []).append(o)
+    if args.smooth_ms is not None:
+        bundle.detector["smooth_ms"] = args.smooth_ms
+    spotter = KeywordSpotter(bundle)
+    cfg = spotter.cfg
+    posts, seconds, skipped = {}, 0.0, 0
+    for w in tqdm(wavs, desc="streaming", unit="file", disable=args.quiet or len(wavs) < 2, file=sys.stderr,
+                  leave=False):
+        name = str(w.relative_to(base)) if w.is_relative_to(base) else str(w)
+        try:
+            sr, _ch, frames = info(w)
+            posts[name] = stream_posteriors(bundle, w)
+        except AudioError as e:
+            skipped += 1
+            _warn(f"skipped: {e}")
+            continue
+        seconds += frames / sr
+    if not posts:
+        raise EvalError(f"no readable audio files in {data}")
+    missing = sorted(set(occs) - set(posts))
+    if missing:
+        _warn(f"{len(missing)} ground-truth file(s) not evaluated (missing or unreadable): {', '.join(missing[:3])}")
+        for m in missing:
+            occs.pop(m)
+    hours = seconds / 3600.0
+    rows = sweep(posts, occs, labels, thresholds, spotter.smooth, spotter.refractory, spotter.frame_time, hours)
+    op = operating_point(rows, args.max_fa)
+    kw_idx, prepared = _prepare(posts, labels, spotter.smooth)
+    own_thr = spotter.label_thresholds[kw_idx]
+    own = score_thresholds(prepared, occs, labels, kw_idx, own_thr, spotter.refractory, spotter.frame_time, hours)
+    own["thresholds"] = {labels[i]: round(float(t), 4) for i, t in zip(kw_idx, own_thr)}
+    tuned = None
+    if args.per_label:
+        tuned = tune_label_thresholds(posts, occs, labels, thresholds, spotter.smooth, spotter.refractory,
+                                      spotter.frame_time, hours, args.max_fa)
+        if tuned is not None:
+            tuned = {**tuned[1], "thresholds": tuned[0]}
+    n_occ = sum(len(v) for v in occs.values())
+
+    console = Console(file=sys.stderr if args.json == "-" else sys.stdout, width=110)
+    t = Table(title=f"kws eval-stream: {len(posts)} file(s), {seconds / 60:.1f} min, {n_occ} keywords\n"
+                    f"smoothing {cfg.smooth_ms:g} ms, refractory {cfg.refractory_s:g} s")
+    for col in ("threshold", "FRR", "FA/h", "false alarms", "wrong label", "latency p50", "latency p90"):
+        t.add_column(col, justify="right")
+    step = max(1, len(rows) // 14) if not args.all_rows else 1
+    shown = {id(r) for r in rows[::step]} | {id(r) for r in (op, rows[-1]) if r is not None}
+    per_label_model = own["threshold"] is None
+    d_row = own if per_label_model else min(rows, key=lambda r: abs(r["threshold"] - cfg.threshold))
+    shown.add(id(d_row))
+    lat = lambda v: "-" if v is None else f"{v:.2f}s"
+
+    def add(r, name):
+        t.add_row(name, "-" if r["frr"] is None else f"{100 * r['frr']:.1f}%",
+                  f"{r['fa_per_hour']:.2f}", str(r["false_alarms"]), str(r["wrong_label"]),
+                  lat(r["latency_median_s"]), lat(r["latency_p90_s"]))
+    for r in rows:
+        if id(r) in shown:
+            add(r, f"{r['threshold']:.2f}" + (" *" if r is op else (" d" if r is d_row else "")))
+    if per_label_model:
+        add(own, "model's d")
+    if tuned is not None:
+        add(tuned, "per-label t")
+    console.print(t)
+    console.print("* operating point (lowest FRR at ≤ %g FA/h), d the model's own threshold(s)" % args.max_fa
+                  + (", t thresholds tuned per keyword here" if tuned is not None else ""))
+    if per_label_model:
+        console.print("model thresholds: " + " ".join(f"{k} {v:.2f}" for k, v in own["thresholds"].items()))
+    if args.per_label:
+        console.print("per-keyword thresholds at ≤ %g FA/h: " % args.max_fa + (
+            "none fits" if tuned is None else " ".join(f"{k} {v:.2f}" for k, v in tuned["thresholds"].items())
+            + f": FRR {100 * tuned['frr']:.1f}%, {tuned['fa_per_hour']:.2f} FA/h"))
+    if op is None:
+        console.print(f"no threshold reaches ≤ {args.max_fa:g} false alarms per hour")
+    else:
+        console.print(f"operating point: threshold {op['threshold']:.2f}: FRR {100 * op['frr']:.1f}%, "
+                      f"{op['fa_per_hour']:.2f} FA/h, latency median "
+                      + ("-" if op["latency_median_s"] is None else f"{op['latency_median_s']:.2f} s"))
+    report = {"model": str(args.model) if args.model else "default", "data": str(data),
+              "ground_truth": str(gt_path), "files": len(posts), "skipped": skipped,
+              "hours": round(hours, 6), "occurrences": n_occ,
+              "detector": {"smooth_ms": cfg.smooth_ms, "refractory_s": cfg.refractory_s,
+                           "default_threshold": cfg.threshold},
+              "matching": f"detection of L matches an unmatched occurrence of L with start <= time <= end + "
+                          f"{MATCH_AFTER_END_S} s",
+              "max_fa_per_hour": args.max_fa, "operating_point": op, "default": d_row, "model_setting": own,
+              "per_label": tuned, "sweep": rows}
+    if args.save_model:
+        from .modelfile import save_bundle
+        if args.per_label:
+            if tuned is None:
+                raise EvalError(f"no per-keyword thresholds fit <= {args.max_fa:g} FA/h: model not written")
+            bundle.detector = {**cfg.to_dict(), "thresholds": tuned["thresholds"],
+                               "threshold": round(float(max(tuned["thresholds"].values())), 4)}
+            what = "per-keyword thresholds"
+        else:
+            if op is None:
+                raise EvalError(f"no operating point at <= {args.max_fa:g} FA/h: model not written")
+            bundle.detector = {**cfg.to_dict(), "thresholds": {}, "threshold": round(float(op["threshold"]), 4)}
+            what = f"threshold {op['threshold']:.2f}"
+        bundle.meta = {**bundle.meta, "threshold_chosen_on": f"{data} ({what} at <= {args.max_fa:g} FA/h)"}
+        save_bundle(bundle, args.save_model)
+        console.print(f"model with {what} -> {args.save_model}")
+    if args.png:
+        extra = ([(own, "model's per-keyword thresholds", "gD")] if per_label_model else []) + \
+                ([(tuned, "per-keyword thresholds tuned here", "mP")] if tuned is not None else [])
+        save_det_png(rows, args.png, hours, op, None if per_label_model else cfg.threshold,
+                     title=f"DET: {len(posts)} file(s), {seconds / 60:.0f} min, {n_occ} keywords", extra=extra)
+        console.print(f"DET curve -> {args.png}")
+    if args.json:
+        _write_json(report, args.json)
+        if args.json != "-":
+            console.print(f"report -> {args.json}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval-stream", help="false rejects / false alarms per hour on long recordings",
+                       description="Run the detector over long recordings with ground truth, sweep the "
+                                   "threshold and report FRR, FA/h, wrong labels and latency.")
+    p.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    p.add_argument("--data", required=True, metavar="DIR", help=f"folder of WAVs with {GROUND_TRUTH}")
+    p.add_argument("--ground-truth", default=None, metavar="CSV", help=f"default DIR/{GROUND_TRUTH}")
+    p.add_argument("--thresholds", default=None, help="START:STOP:STEP or a comma list (default 0.30:0.94:0.01, then 0.950:0.998:0.002)")
+    p.add_argument("--max-fa", type=float, default=0.5, help="FA/h budget of the operating point (default 0.5)")
+    p.add_argument("--png", default=None, metavar="PNG", help="save the DET curve")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
+                   help="write a JSON report to OUT (no OUT: print it to stdout)")
+    p.add_argument("--all-rows", action="store_true", help="print every threshold")
+    p.add_argument("--smooth-ms", type=float, default=None, help="posterior smoothing window (default: the model's)")
+    p.add_argument("--per-label", action="store_true",
+                   help="also tune one threshold per keyword for the most hits within --max-fa")
+    p.add_argument("--save-model", default=None, metavar="OUT",
+                   help="write a copy of the model whose default threshold is the operating point's "
+                        "(with --per-label: the per-keyword thresholds; choose them on a dev set, "
+                        "never on the test streams)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval_stream)
