@@ -414,9 +414,7 @@ def cmd_eval(args) -> int:
         save_confusion_png(results, labels, args.confusion)
         console.print(f"confusion matrix -> {args.confusion}")
     if args.json:
-        _write_json(report, args.json)
-        if args.json != "-":
-            console.print(f"report -> {args.json}")
+        _write_report(report, args.json, console)
     return 0
 
 
@@ -433,6 +431,13 @@ def _write_json(obj, path) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(obj, indent=1) + "\n")
+
+
+def _write_report(report: dict, dest: str, console) -> None:
+    """--json: to stdout for '-', else to the file, saying where."""
+    _write_json(report, dest)
+    if dest != "-":
+        console.print(f"report -> {dest}")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import AUDIO_EXT, NON_KEYWORDS, EvalError, _load_bundle, _warn, _write_json
+from .evaluate import AUDIO_EXT, NON_KEYWORDS, EvalError, _load_bundle, _warn, _write_report
 
 GROUND_TRUTH = "ground_truth.csv"
 MATCH_AFTER_END_S = 1.0        # a detection may come up to this long after the keyword's end
@@ -418,9 +418,7 @@ def cmd_eval_stream(args) -> int:
                      title=f"DET: {len(posts)} file(s), {seconds / 60:.0f} min, {n_occ} keywords", extra=extra)
         console.print(f"DET curve -> {args.png}")
     if args.json:
-        _write_json(report, args.json)
-        if args.json != "-":
-            console.print(f"report -> {args.json}")
+        _write_report(report, args.json, console)
     return 0
 
 

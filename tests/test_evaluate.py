@@ -379,18 +379,20 @@ def test_per_label_simulation_equals_keyword_spotter(bundle):
     assert got == want
 
 
+def post_with(events, T: int = 6000) -> np.ndarray:
+    """Crafted posteriors [T, 4] (labels _silence_, _unknown_, yes, no; 100 frames/s): silence, except
+    each event (first frame, end frame, label index, score)."""
+    p = np.zeros((T, 4), np.float32)
+    p[:, 0] = 1.0
+    for f0, f1, k, v in events:
+        p[f0:f1] = 0.0
+        p[f0:f1, k] = v
+        p[f0:f1, 0] = 1 - v
+    return p
+
+
 def _crafted_streams():
     labels = ["_silence_", "_unknown_", "yes", "no"]
-    T = 6000   # 60 s per file at 100 frames/s
-
-    def post_with(events):
-        p = np.zeros((T, 4), np.float32)
-        p[:, 0] = 1.0
-        for f0, f1, k, v in events:
-            p[f0:f1] = 0.0
-            p[f0:f1, k] = v
-            p[f0:f1, 0] = 1 - v
-        return p
     frame_time = lambda g: g * 0.01 + 0.03
     # "yes" is confident but has two false alarms at 0.8; "no" is timid (0.6) and never false-alarms
     files = {"a.wav": post_with([(1000, 1030, 2, 0.9), (2000, 2030, 2, 0.8), (3000, 3030, 3, 0.6)]),
@@ -420,17 +422,6 @@ def test_per_label_thresholds_beat_one_threshold_within_the_budget():
 def test_sweep_crafted_posteriors():
     """Two files, 100 frames/s. Known hits, misses, false alarms, wrong labels and latencies."""
     labels = ["_silence_", "_unknown_", "yes", "no"]
-    T = 6000   # 60 s per file
-
-    def post_with(events):
-        p = np.zeros((T, 4), np.float32)
-        p[:, 0] = 1.0
-        for f0, f1, k, v in events:
-            p[f0:f1] = 0.0
-            p[f0:f1, k] = v
-            p[f0:f1, 0] = 1 - v
-        return p
-
     frame_time = lambda g: g * 0.01 + 0.03
     files = {"a.wav": post_with([(1000, 1030, 2, 0.9),    # yes at 10.00 s: hit, latency 10.03 - 9.8
                                  (3000, 3030, 3, 0.6),    # no at 30 s: above 0.5 only, latency 0.13
