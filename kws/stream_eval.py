@@ -228,7 +228,7 @@ def operating_point(rows: list[dict], max_fa_per_hour: float = 0.5) -> dict | No
 
 
 def save_det_png(rows: list[dict], path, hours: float, op: dict | None, default_thr: float | None,
-                 title: str = "", extra: list[tuple[dict, str, str]] = ()) -> None:
+                 title: str = "", extra: list[tuple[dict, str, str]] = (), max_fa: float = 0.5) -> None:
     """FRR vs FA/h of the sweep; `extra`: (row, legend, matplotlib format) points such as per-keyword
     thresholds."""
     import matplotlib
@@ -244,15 +244,15 @@ def save_det_png(rows: list[dict], path, hours: float, op: dict | None, default_
             ax.annotate(f"{r['threshold']:.1f}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if op is not None:
         ax.plot([max(op["fa_per_hour"], floor)], [100 * op["frr"]], "r*", ms=14,
-                label=f"≤0.5 FA/h: thr {op['threshold']:.2f}, FRR {100 * op['frr']:.1f}%")
+                label=f"≤{max_fa:g} FA/h: thr {fmt_thr(op['threshold'])}, FRR {100 * op['frr']:.1f}%")
     if default_thr is not None:
         d = min(rows, key=lambda r: abs(r["threshold"] - default_thr))
         ax.plot([max(d["fa_per_hour"], floor)], [100 * d["frr"]], "ks", ms=7, mfc="none",
-                label=f"model default thr {d['threshold']:.2f}")
+                label=f"model default thr {fmt_thr(d['threshold'])}")
     for r, name, fmt in extra:
         ax.plot([max(r["fa_per_hour"], floor)], [100 * r["frr"]], fmt, ms=9,
                 label=f"{name}: FRR {100 * r['frr']:.1f}%, {r['fa_per_hour']:.2f} FA/h")
-    ax.axvline(0.5, color="gray", ls=":", lw=1)
+    ax.axvline(max_fa, color="gray", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_xlabel(f"false alarms per hour (log; 0 drawn at {floor:.2g})")
     ax.set_ylabel("false-reject rate (%)")
@@ -263,6 +263,11 @@ def save_det_png(rows: list[dict], path, hours: float, op: dict | None, default_
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def fmt_thr(t: float) -> str:
+    """0.8 -> '0.80', 0.976 -> '0.976': two decimals, three where the fine grid near 1 needs them."""
+    return f"{t:.3f}" if abs(t * 100 - round(t * 100)) > 1e-6 else f"{t:.2f}"
 
 
 def _parse_thresholds(s: str | None) -> np.ndarray:
@@ -366,7 +371,7 @@ def cmd_eval_stream(args) -> int:
                   lat(r["latency_median_s"]), lat(r["latency_p90_s"]))
     for r in rows:
         if id(r) in shown:
-            add(r, f"{r['threshold']:.2f}" + (" *" if r is op else (" d" if r is d_row else "")))
+            add(r, f"{fmt_thr(r['threshold'])}" + (" *" if r is op else (" d" if r is d_row else "")))
     if per_label_model:
         add(own, "model's d")
     if tuned is not None:
@@ -383,7 +388,7 @@ def cmd_eval_stream(args) -> int:
     if op is None:
         console.print(f"no threshold reaches ≤ {args.max_fa:g} false alarms per hour")
     else:
-        console.print(f"operating point: threshold {op['threshold']:.2f}: FRR {100 * op['frr']:.1f}%, "
+        console.print(f"operating point: threshold {fmt_thr(op['threshold'])}: FRR {100 * op['frr']:.1f}%, "
                       f"{op['fa_per_hour']:.2f} FA/h, latency median "
                       + ("-" if op["latency_median_s"] is None else f"{op['latency_median_s']:.2f} s"))
     report = {"model": str(args.model) if args.model else "default", "data": str(data),
@@ -407,7 +412,7 @@ def cmd_eval_stream(args) -> int:
             if op is None:
                 raise EvalError(f"no operating point at <= {args.max_fa:g} FA/h: model not written")
             bundle.detector = {**cfg.to_dict(), "thresholds": {}, "threshold": round(float(op["threshold"]), 4)}
-            what = f"threshold {op['threshold']:.2f}"
+            what = f"threshold {fmt_thr(op['threshold'])}"
         bundle.meta = {**bundle.meta, "threshold_chosen_on": f"{data} ({what} at <= {args.max_fa:g} FA/h)"}
         save_bundle(bundle, args.save_model)
         console.print(f"model with {what} -> {args.save_model}")
@@ -415,7 +420,8 @@ def cmd_eval_stream(args) -> int:
         extra = ([(own, "model's per-keyword thresholds", "gD")] if per_label_model else []) + \
                 ([(tuned, "per-keyword thresholds tuned here", "mP")] if tuned is not None else [])
         save_det_png(rows, args.png, hours, op, None if per_label_model else cfg.threshold,
-                     title=f"DET: {len(posts)} file(s), {seconds / 60:.0f} min, {n_occ} keywords", extra=extra)
+                     title=f"DET: {len(posts)} file(s), {seconds / 60:.0f} min, {n_occ} keywords", extra=extra,
+                     max_fa=args.max_fa)
         console.print(f"DET curve -> {args.png}")
     if args.json:
         _write_report(report, args.json, console)
