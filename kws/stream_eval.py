@@ -227,6 +227,12 @@ def operating_point(rows: list[dict], max_fa_per_hour: float = 0.5) -> dict | No
     return min(ok, key=lambda r: (r["frr"], r["fa_per_hour"], r["threshold"]))
 
 
+def zero_fa_x(hours: float, max_fa: float) -> float:
+    """Where a DET plot (log x) draws 0 FA/h: at half of one false alarm, but left of the budget line (on
+    30 min, half a false alarm is 1 FA/h, and a zero-FA point must not look like it missed 0.5 FA/h)."""
+    return min(0.5 / hours, max_fa / 2) if hours > 0 else 0.01
+
+
 def save_det_png(rows: list[dict], path, hours: float, op: dict | None, default_thr: float | None,
                  title: str = "", extra: list[tuple[dict, str, str]] = (), max_fa: float = 0.5) -> None:
     """FRR vs FA/h of the sweep; `extra`: (row, legend, matplotlib format) points such as per-keyword
@@ -234,7 +240,7 @@ def save_det_png(rows: list[dict], path, hours: float, op: dict | None, default_
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    floor = 0.5 / hours if hours > 0 else 0.01   # FA/h of 0 plotted at half of one false alarm
+    floor = zero_fa_x(hours, max_fa)
     xs = np.array([max(r["fa_per_hour"], floor) for r in rows])
     ys = np.array([100 * r["frr"] for r in rows])
     fig, ax = plt.subplots(figsize=(6.5, 4.8))

@@ -419,6 +419,13 @@ def test_per_label_thresholds_beat_one_threshold_within_the_budget():
     assert row["hits"] == 4 and row["false_alarms"] <= 1
 
 
+def test_zero_false_alarms_are_drawn_inside_the_budget():
+    from kws.stream_eval import zero_fa_x
+    assert zero_fa_x(0.5, 0.5) == 0.25 < 0.5          # 30 min: half a false alarm would be 1 FA/h
+    assert zero_fa_x(2.0, 0.5) == 0.25                # 2 h: half a false alarm
+    assert zero_fa_x(10.0, 0.5) == 0.05
+
+
 def test_sweep_crafted_posteriors():
     """Two files, 100 frames/s. Known hits, misses, false alarms, wrong labels and latencies."""
     labels = ["_silence_", "_unknown_", "yes", "no"]
