@@ -32,9 +32,10 @@ WIN = 24000          # 1.5 s window -> 9 embeddings
 N_EMB = 9
 THRESHOLDS = ([round(float(t), 3) for t in np.arange(0.30, 0.9901, 0.01)]
               + [0.992, 0.994, 0.996, 0.998, 0.999, 0.9995, 0.9998, 0.9999, 0.99995, 0.99999, 0.999995, 0.999999])
-SYNTH = Path("/work/main/data/synth")
-REAL_WORDS = Path("/work/shared/real_words")
-REAL_NOISE = Path("/work/shared/real_speech/_background_noise_")
+ROOT = Path(__file__).resolve().parents[2]          # the repository
+SYNTH = ROOT / "data/synth"
+REAL_WORDS = ROOT.parent / "shared/real_words"      # ../shared beside the checkout
+REAL_NOISE = ROOT.parent / "shared/real_speech/_background_noise_"
 
 
 def features():

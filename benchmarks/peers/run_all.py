@@ -49,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--kws-model", default=None, help=f"kws model (default {DEFAULT_MODEL}; if it does not exist "
                                                      f"yet, {DEV_MODEL} with a note in the results)")
     p.add_argument("--synth", default=str(ROOT / "data/synth"), help="synthetic corpus root (testing split used)")
-    p.add_argument("--real", default="/work/shared/real_speech", help="real Speech Commands root (testing split)")
+    p.add_argument("--real", default=str(ROOT.parent / "shared/real_speech"), help="real Speech Commands root (testing split)")
     p.add_argument("--streams", default=str(ROOT / "data/streams"), help="folder of WAVs + ground_truth.csv")
     p.add_argument("--dev-streams", default=str(ROOT / "data/streams_dev"),
                    help="dev stream set (validation voices): thresholds chosen here are applied to --streams")
