@@ -441,7 +441,8 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")
     p.add_argument("--data", required=True, metavar="DIR", help=f"folder of WAVs with {GROUND_TRUTH}")
     p.add_argument("--ground-truth", default=None, metavar="CSV", help=f"default DIR/{GROUND_TRUTH}")
-    p.add_argument("--thresholds", default=None, help="START:STOP:STEP or a comma list (default 0.30:0.94:0.01, then 0.950:0.998:0.002)")
+    p.add_argument("--thresholds", default=None,
+                   help="START:STOP:STEP or a comma list (default 0.30:0.94:0.01, then 0.950:0.998:0.002)")
     p.add_argument("--max-fa", type=float, default=0.5, help="FA/h budget of the operating point (default 0.5)")
     p.add_argument("--png", default=None, metavar="PNG", help="save the DET curve")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
