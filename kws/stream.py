@@ -19,6 +19,31 @@ from .modelfile import Bundle, load_bundle
 NON_KEYWORDS = ("_silence_", "_unknown_")
 
 
+def smooth_posteriors(post: np.ndarray, smooth: int) -> np.ndarray:
+    """Causal moving average of posteriors [T, C] over `smooth` frames (fewer at the start)."""
+    csum = np.concatenate([np.zeros((1, post.shape[1])), np.cumsum(post, axis=0, dtype=np.float64)])
+    ends = np.arange(1, len(post) + 1)
+    starts = np.maximum(0, ends - smooth)
+    return ((csum[ends] - csum[starts]) / (ends - starts)[:, None]).astype(np.float32)
+
+
+def detect_frames(sm: np.ndarray, thr: np.ndarray, refractory: int, first: int = 0) -> list[tuple[int, int, float]]:
+    """The detection rule: fire at a frame t >= first where some column's smoothed posterior
+    sm[t, k] >= thr[k] (the highest such column wins), and let nothing fire for `refractory` frames
+    after. -> [(frame, column, score)]. KeywordSpotter runs it chunk by chunk (carrying `first`);
+    `kws eval-stream` replays it over whole files for every threshold of a sweep."""
+    above = sm >= thr
+    cand = np.flatnonzero(above.any(axis=1))
+    dets = []
+    i = int(np.searchsorted(cand, first, side="left"))
+    while i < len(cand):
+        t = int(cand[i])
+        k = int(np.where(above[t], sm[t], -1.0).argmax())
+        dets.append((t, k, float(sm[t, k])))
+        i = int(np.searchsorted(cand, t + max(refractory, 1), side="left"))
+    return dets
+
+
 @dataclass
 class DetectorConfig:
     """Detector defaults, stored in the model file and overridable per run."""
@@ -131,22 +156,14 @@ class KeywordSpotter:
         if n == 0:
             return []
         both = np.concatenate([self._hist, post])
-        csum = np.concatenate([np.zeros((1, both.shape[1]), np.float64), np.cumsum(both, axis=0, dtype=np.float64)])
         h = self._hist.shape[0]
-        ends = np.arange(h + 1, h + n + 1)
-        starts = np.maximum(0, ends - self.smooth)
-        smoothed = ((csum[ends] - csum[starts]) / (ends - starts)[:, None]).astype(np.float32)
+        smoothed = smooth_posteriors(both, self.smooth)[h:]
         self._hist = both[-(self.smooth - 1):] if self.smooth > 1 else both[:0]
         self.posteriors = smoothed[-1]
         dets = []
-        above = smoothed >= self._thr
-        for t in np.flatnonzero(above.any(axis=1)):
-            g = self.frame + int(t)
-            if g < self._blocked_until:
-                continue
-            row = np.where(above[t], smoothed[t], -1.0)
-            k = int(row.argmax())
-            dets.append(Detection(self.labels[k], float(smoothed[t, k]), self.frame_time(g)))
+        for t, k, score in detect_frames(smoothed, self._thr, self.refractory, self._blocked_until - self.frame):
+            g = self.frame + t
+            dets.append(Detection(self.labels[k], score, self.frame_time(g)))
             self._blocked_until = g + self.refractory
         self.frame += n
         return dets

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluate import AUDIO_EXT, NON_KEYWORDS, EvalError, _load_bundle, _warn, _write_report
+from .stream import detect_frames, smooth_posteriors
 
 GROUND_TRUTH = "ground_truth.csv"
 MATCH_AFTER_END_S = 1.0        # a detection may come up to this long after the keyword's end
@@ -63,28 +64,6 @@ def stream_posteriors(bundle, path, block_s: float = 1.0) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, len(bundle.labels)), np.float32)
 
 
-def smooth_posteriors(post: np.ndarray, smooth: int) -> np.ndarray:
-    """Causal moving average over `smooth` frames (fewer at the start), as KeywordSpotter does."""
-    csum = np.concatenate([np.zeros((1, post.shape[1])), np.cumsum(post, axis=0, dtype=np.float64)])
-    ends = np.arange(1, len(post) + 1)
-    starts = np.maximum(0, ends - smooth)
-    return ((csum[ends] - csum[starts]) / (ends - starts)[:, None]).astype(np.float32)
-
-
-def simulate_detections(kw_score: np.ndarray, kw_label: np.ndarray, threshold: float, refractory: int):
-    """Detections (frame, label index, score) of KeywordSpotter's rule for one global threshold:
-    fire at a frame whose best keyword score >= threshold unless within `refractory` frames of the
-    previous detection. kw_score/kw_label: best keyword's smoothed posterior and index per frame."""
-    cand = np.flatnonzero(kw_score >= threshold)
-    dets = []
-    i = 0
-    while i < len(cand):
-        t = int(cand[i])
-        dets.append((t, int(kw_label[t]), float(kw_score[t])))
-        i = int(np.searchsorted(cand, t + max(refractory, 1), side="left"))
-    return dets
-
-
 def match_detections(dets: list[tuple[float, str]], occ: list[Occurrence], after_s: float = MATCH_AFTER_END_S):
     """Match detections (time, label) of one file to occurrences: a detection of L matches an unmatched
     occurrence of L with start <= time <= end + after_s (earliest such occurrence; each at most once).
@@ -107,22 +86,6 @@ def match_detections(dets: list[tuple[float, str]], occ: list[Occurrence], after
     return matched, fa, wrong
 
 
-def simulate_label_thresholds(sm: np.ndarray, thr: np.ndarray, refractory: int):
-    """Detections (frame, column, score) of KeywordSpotter's rule with one threshold per keyword:
-    fire at a frame where some keyword's smoothed posterior sm[t, k] >= thr[k] (the highest of those
-    wins) unless within `refractory` frames of the previous detection. sm: [T, K] keyword columns."""
-    above = sm >= thr
-    cand = np.flatnonzero(above.any(axis=1))
-    dets = []
-    i = 0
-    while i < len(cand):
-        t = int(cand[i])
-        k = int(np.where(above[t], sm[t], -1.0).argmax())
-        dets.append((t, k, float(sm[t, k])))
-        i = int(np.searchsorted(cand, t + max(refractory, 1), side="left"))
-    return dets
-
-
 def _prepare(files: dict, labels: list[str], smooth: int) -> tuple[np.ndarray, dict]:
     kw_idx = np.array([i for i, l in enumerate(labels) if l not in NON_KEYWORDS])
     return kw_idx, {name: (smooth_posteriors(post, smooth)[:, kw_idx] if len(post) else np.zeros((0, len(kw_idx))))
@@ -137,7 +100,7 @@ def score_thresholds(prepared: dict, occs: dict, labels: list[str], kw_idx: np.n
     lat = []
     per_label_miss: dict[str, int] = {}
     for name, sm in prepared.items():
-        raw = simulate_label_thresholds(sm, thr, refractory)
+        raw = detect_frames(sm, thr, refractory)
         dets = [(frame_time(t), labels[kw_idx[k]]) for t, k, _ in raw]
         occ = occs.get(name, [])
         matched, fa, wrong = match_detections(dets, occ)

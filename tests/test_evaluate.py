@@ -13,8 +13,8 @@ import soundfile as sf
 from conftest import random_bundle, speech_like
 from kws.cli import main
 from kws.evaluate import classification_metrics, predict_streaming
-from kws.stream_eval import (Occurrence, match_detections, operating_point, simulate_detections,
-                             simulate_label_thresholds, smooth_posteriors, stream_posteriors, sweep,
+from kws.stream import detect_frames, smooth_posteriors
+from kws.stream_eval import (Occurrence, match_detections, operating_point, stream_posteriors, sweep,
                              tune_label_thresholds)
 from kws.modelfile import save_bundle
 from kws.stream import KeywordSpotter
@@ -340,13 +340,15 @@ def test_match_detections_rule():
     assert matched == [(0, 2)] and fa == []
 
 
-def test_simulate_detections_refractory():
+def test_detect_frames_refractory():
     score = np.zeros(500, np.float32)
     score[[10, 50, 120, 300, 301]] = [0.9, 0.95, 0.8, 0.6, 0.99]
-    lab = np.full(500, 3)
-    dets = simulate_detections(score, lab, 0.7, refractory=100)
+    sm = score[:, None]
+    dets = detect_frames(sm, np.array([0.7]), refractory=100)
     assert [d[0] for d in dets] == [10, 120, 301]
-    assert [d[0] for d in simulate_detections(score, lab, 0.5, refractory=100)] == [10, 120, 300]
+    assert [d[0] for d in detect_frames(sm, np.array([0.5]), refractory=100)] == [10, 120, 300]
+    # a refractory time carried in from an earlier chunk: nothing before `first`
+    assert [d[0] for d in detect_frames(sm, np.array([0.7]), refractory=100, first=11)] == [50, 301]
 
 
 def test_simulation_equals_keyword_spotter(bundle):
@@ -358,9 +360,8 @@ def test_simulation_equals_keyword_spotter(bundle):
     post = KeywordSpotter(bundle).step_frames(y)
     kw = np.array([i for i, l in enumerate(bundle.labels) if not l.startswith("_")])
     sm = smooth_posteriors(post, sp.smooth)[:, kw]
-    best = sm.argmax(1)
-    got = [(round(sp.frame_time(t), 4), bundle.labels[k])
-           for t, k, _ in simulate_detections(sm[np.arange(len(sm)), best], kw[best], 0.5, sp.refractory)]
+    got = [(round(sp.frame_time(t), 4), bundle.labels[kw[k]])
+           for t, k, _ in detect_frames(sm, np.full(len(kw), 0.5), sp.refractory)]
     assert got == want
 
 
@@ -375,7 +376,7 @@ def test_per_label_simulation_equals_keyword_spotter(bundle):
     post = KeywordSpotter(bundle).step_frames(y)
     sm = smooth_posteriors(post, sp.smooth)[:, kw]
     got = [(round(sp.frame_time(t), 4), bundle.labels[kw[k]])
-           for t, k, _ in simulate_label_thresholds(sm, sp.label_thresholds[kw], sp.refractory)]
+           for t, k, _ in detect_frames(sm, sp.label_thresholds[kw], sp.refractory)]
     assert got == want
 
 
