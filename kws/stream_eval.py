@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import csv
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -86,99 +87,118 @@ def match_detections(dets: list[tuple[float, str]], occ: list[Occurrence], after
     return matched, fa, wrong
 
 
-def _prepare(files: dict, labels: list[str], smooth: int) -> tuple[np.ndarray, dict]:
-    kw_idx = np.array([i for i, l in enumerate(labels) if l not in NON_KEYWORDS])
-    return kw_idx, {name: (smooth_posteriors(post, smooth)[:, kw_idx] if len(post) else np.zeros((0, len(kw_idx))))
-                    for name, post in files.items()}
+@dataclass
+class Streams:
+    """Evaluated files ready to be scored at any thresholds: smoothed keyword posteriors, computed once,
+    with the ground truth and the detector's timing."""
+    sm: dict                 # file name -> smoothed keyword posteriors [T, K]
+    occs: dict               # file name -> keyword occurrences
+    labels: list
+    kw_idx: np.ndarray       # model label index of each keyword column
+    refractory: int
+    frame_time: Callable[[int], float]
+    hours: float
 
+    @classmethod
+    def build(cls, files: dict, occs: dict, labels: list[str], smooth: int, refractory: int, frame_time,
+              hours: float) -> "Streams":
+        """files: name -> raw posteriors [T, C]; occs: name -> keyword occurrences."""
+        kw_idx = np.array([i for i, l in enumerate(labels) if l not in NON_KEYWORDS])
+        sm = {name: smooth_posteriors(post, smooth)[:, kw_idx] if len(post) else np.zeros((0, len(kw_idx)))
+              for name, post in files.items()}
+        return cls(sm, occs, labels, kw_idx, refractory, frame_time, hours)
 
-def score_thresholds(prepared: dict, occs: dict, labels: list[str], kw_idx: np.ndarray, thr: np.ndarray,
-                     refractory: int, frame_time, hours: float) -> dict:
-    """One operating point (a threshold per keyword) over all files: hits, FRR, FA/h, latency."""
-    n_occ = sum(len(v) for v in occs.values())
-    n_det = n_fa = n_wrong = n_hit = 0
-    lat = []
-    per_label_miss: dict[str, int] = {}
-    for name, sm in prepared.items():
-        raw = detect_frames(sm, thr, refractory)
-        dets = [(frame_time(t), labels[kw_idx[k]]) for t, k, _ in raw]
-        occ = occs.get(name, [])
-        matched, fa, wrong = match_detections(dets, occ)
-        n_det += len(dets)
-        n_fa += len(fa)
-        n_wrong += len(wrong)
-        n_hit += len(matched)
-        lat += [dets[d][0] - occ[o].end for d, o in matched]
-        hit_occ = {o for _, o in matched}
-        for oi, o in enumerate(occ):
-            if oi not in hit_occ:
-                per_label_miss[o.label] = per_label_miss.get(o.label, 0) + 1
-    return {
-        "threshold": round(float(thr.min()), 4) if np.ptp(thr) == 0 else None,
-        "detections": n_det,
-        "hits": n_hit,
-        "misses": n_occ - n_hit,
-        "frr": round((n_occ - n_hit) / n_occ, 4) if n_occ else None,
-        "false_alarms": n_fa,
-        "fa_per_hour": round(n_fa / hours, 3) if hours > 0 else None,
-        "wrong_label": n_wrong,
-        "latency_median_s": round(float(np.median(lat)), 3) if lat else None,
-        "latency_p90_s": round(float(np.percentile(lat, 90)), 3) if lat else None,
-        "misses_by_label": dict(sorted(per_label_miss.items())),
-    }
+    def score(self, thr: np.ndarray) -> dict:
+        """One operating point (a threshold per keyword) over all files: hits, FRR, FA/h, latency."""
+        n_occ = sum(len(v) for v in self.occs.values())
+        n_det = n_fa = n_wrong = n_hit = 0
+        lat = []
+        per_label_miss: dict[str, int] = {}
+        for name, sm in self.sm.items():
+            raw = detect_frames(sm, thr, self.refractory)
+            dets = [(self.frame_time(t), self.labels[self.kw_idx[k]]) for t, k, _ in raw]
+            occ = self.occs.get(name, [])
+            matched, fa, wrong = match_detections(dets, occ)
+            n_det += len(dets)
+            n_fa += len(fa)
+            n_wrong += len(wrong)
+            n_hit += len(matched)
+            lat += [dets[d][0] - occ[o].end for d, o in matched]
+            hit_occ = {o for _, o in matched}
+            for oi, o in enumerate(occ):
+                if oi not in hit_occ:
+                    per_label_miss[o.label] = per_label_miss.get(o.label, 0) + 1
+        hours = self.hours
+        return {
+            "threshold": round(float(thr.min()), 4) if np.ptp(thr) == 0 else None,
+            "detections": n_det,
+            "hits": n_hit,
+            "misses": n_occ - n_hit,
+            "frr": round((n_occ - n_hit) / n_occ, 4) if n_occ else None,
+            "false_alarms": n_fa,
+            "fa_per_hour": round(n_fa / hours, 3) if hours > 0 else None,
+            "wrong_label": n_wrong,
+            "latency_median_s": round(float(np.median(lat)), 3) if lat else None,
+            "latency_p90_s": round(float(np.percentile(lat, 90)), 3) if lat else None,
+            "misses_by_label": dict(sorted(per_label_miss.items())),
+        }
+
+    def sweep(self, thresholds) -> list[dict]:
+        """One row per threshold, the same for every keyword."""
+        return [self.score(np.full(len(self.kw_idx), float(t))) for t in thresholds]
+
+    def tune(self, thresholds, max_fa_per_hour: float) -> tuple[dict, dict] | None:
+        """A threshold per keyword that maximises hits within the false-alarm budget (choose it on dev data).
+
+        Each keyword is swept alone (others off) to get its own hits and false alarms per threshold; a
+        small knapsack then spends the budget (max_fa_per_hour * hours false alarms, rounded down) where it
+        buys the most hits. Keywords interact only through the refractory time and argmax, so the chosen
+        set is scored again jointly. -> ({label: threshold}, joint row), or None if nothing fits."""
+        K = len(self.kw_idx)
+        budget = int(np.floor(max_fa_per_hour * self.hours + 1e-9))
+        thresholds = np.sort(np.asarray(thresholds, float))
+        curves = []   # per keyword: list of (threshold, hits, false alarms)
+        for k in range(K):
+            lab = self.labels[self.kw_idx[k]]
+            alone = replace(self, occs={n: [o for o in v if o.label == lab] for n, v in self.occs.items()})
+            row_of = []
+            for t in thresholds:
+                thr = np.full(K, np.inf)
+                thr[k] = t
+                r = alone.score(thr)
+                row_of.append((float(t), r["hits"], r["false_alarms"]))
+            curves.append(row_of)
+        # knapsack over keywords: best[b] = (hits, choice) using at most b false alarms
+        best = {0: (0, [])}
+        for k in range(K):
+            nxt = {}
+            for b, (h, ch) in best.items():
+                for t, hk, fk in curves[k]:
+                    nb = b + fk
+                    if nb > budget:
+                        continue
+                    cand = (h + hk, ch + [t])
+                    if nb not in nxt or cand[0] > nxt[nb][0] or (cand[0] == nxt[nb][0] and cand[1] > nxt[nb][1]):
+                        nxt[nb] = cand
+            best = nxt
+            if not best:
+                return None
+        _, choice = max(best.values(), key=lambda v: (v[0], v[1]))
+        thr = np.array(choice)
+        return {self.labels[self.kw_idx[k]]: round(float(thr[k]), 4) for k in range(K)}, self.score(thr)
 
 
 def sweep(files: dict, occs: dict, labels: list[str], thresholds, smooth: int, refractory: int,
           frame_time, hours: float) -> list[dict]:
-    """files: name -> raw posteriors [T, C]; occs: name -> keyword occurrences. One row per threshold
-    (the same for every keyword)."""
-    kw_idx, prepared = _prepare(files, labels, smooth)
-    return [score_thresholds(prepared, occs, labels, kw_idx, np.full(len(kw_idx), float(t)), refractory,
-                             frame_time, hours) for t in thresholds]
+    """`Streams.sweep` from raw posteriors (files: name -> [T, C]; occs: name -> keyword occurrences)."""
+    return Streams.build(files, occs, labels, smooth, refractory, frame_time, hours).sweep(thresholds)
 
 
 def tune_label_thresholds(files: dict, occs: dict, labels: list[str], thresholds, smooth: int, refractory: int,
                           frame_time, hours: float, max_fa_per_hour: float) -> tuple[dict, dict] | None:
-    """A threshold per keyword that maximises hits within the false-alarm budget (choose it on dev data).
-
-    Each keyword is swept alone (others off) to get its own hits and false alarms per threshold; a
-    small knapsack then spends the budget (max_fa_per_hour * hours false alarms, rounded down) where it
-    buys the most hits. Keywords interact only through the refractory time and argmax, so the chosen
-    set is scored again jointly. -> ({label: threshold}, joint row), or None if nothing fits."""
-    kw_idx, prepared = _prepare(files, labels, smooth)
-    K = len(kw_idx)
-    budget = int(np.floor(max_fa_per_hour * hours + 1e-9))
-    thresholds = np.sort(np.asarray(thresholds, float))
-    curves = []   # per keyword: list of (threshold, hits, false alarms)
-    for k in range(K):
-        lab = labels[kw_idx[k]]
-        sub = {n: [o for o in v if o.label == lab] for n, v in occs.items()}
-        row_of = []
-        for t in thresholds:
-            thr = np.full(K, np.inf)
-            thr[k] = t
-            r = score_thresholds(prepared, sub, labels, kw_idx, thr, refractory, frame_time, hours)
-            row_of.append((float(t), r["hits"], r["false_alarms"]))
-        curves.append(row_of)
-    # knapsack over keywords: best[b] = (hits, choice) using at most b false alarms
-    best = {0: (0, [])}
-    for k in range(K):
-        nxt = {}
-        for b, (h, ch) in best.items():
-            for t, hk, fk in curves[k]:
-                nb = b + fk
-                if nb > budget:
-                    continue
-                cand = (h + hk, ch + [t])
-                if nb not in nxt or cand[0] > nxt[nb][0] or (cand[0] == nxt[nb][0] and cand[1] > nxt[nb][1]):
-                    nxt[nb] = cand
-        best = nxt
-        if not best:
-            return None
-    _, choice = max(best.values(), key=lambda v: (v[0], v[1]))
-    thr = np.array(choice)
-    row = score_thresholds(prepared, occs, labels, kw_idx, thr, refractory, frame_time, hours)
-    return {labels[kw_idx[k]]: round(float(thr[k]), 4) for k in range(K)}, row
+    """`Streams.tune` from raw posteriors."""
+    return Streams.build(files, occs, labels, smooth, refractory, frame_time, hours).tune(thresholds,
+                                                                                         max_fa_per_hour)
 
 
 def operating_point(rows: list[dict], max_fa_per_hour: float = 0.5) -> dict | None:
@@ -308,16 +328,15 @@ def cmd_eval_stream(args) -> int:
         for m in missing:
             occs.pop(m)
     hours = seconds / 3600.0
-    rows = sweep(posts, occs, labels, thresholds, spotter.smooth, spotter.refractory, spotter.frame_time, hours)
+    streams = Streams.build(posts, occs, labels, spotter.smooth, spotter.refractory, spotter.frame_time, hours)
+    rows = streams.sweep(thresholds)
     op = operating_point(rows, args.max_fa)
-    kw_idx, prepared = _prepare(posts, labels, spotter.smooth)
-    own_thr = spotter.label_thresholds[kw_idx]
-    own = score_thresholds(prepared, occs, labels, kw_idx, own_thr, spotter.refractory, spotter.frame_time, hours)
-    own["thresholds"] = {labels[i]: round(float(t), 4) for i, t in zip(kw_idx, own_thr)}
+    own_thr = spotter.label_thresholds[streams.kw_idx]
+    own = streams.score(own_thr)
+    own["thresholds"] = {labels[i]: round(float(t), 4) for i, t in zip(streams.kw_idx, own_thr)}
     tuned = None
     if args.per_label:
-        tuned = tune_label_thresholds(posts, occs, labels, thresholds, spotter.smooth, spotter.refractory,
-                                      spotter.frame_time, hours, args.max_fa)
+        tuned = streams.tune(thresholds, args.max_fa)
         if tuned is not None:
             tuned = {**tuned[1], "thresholds": tuned[0]}
     n_occ = sum(len(v) for v in occs.values())
