@@ -166,7 +166,8 @@ def collect_clips(sources, labels: list[str], split: str | None = "testing", all
     noise: list[str] = []
     for spec in map(str, sources):
         # ROOT@VAL,TEST: the speaker split `kws train` used for a root without list files
-        src = parse_root(spec)[0] if "@" in spec and not Path(spec).exists() else Path(spec)
+        split_spec = "@" in spec and not Path(spec).exists()
+        src = parse_root(spec)[0] if split_spec else Path(spec)
         if not src.exists():
             raise EvalError(f"no such file or directory: {src}")
         if src.is_file():
@@ -180,7 +181,7 @@ def collect_clips(sources, labels: list[str], split: str | None = "testing", all
         subdirs = [d for d in src.iterdir() if d.is_dir() and d.name not in SKIP_DIRS]
         has_lists = (src / "testing_list.txt").exists() or (src / "validation_list.txt").exists()
         if subdirs:
-            items = scan_root(spec if "@" in spec and src != Path(spec) else src)
+            items = scan_root(spec if split_spec else src)
             if not has_lists and split is None:
                 items = [Item(it.path, it.label, it.word, it.speaker, "all") for it in items]
             want = split or ("testing" if has_lists else "all")

@@ -9,7 +9,6 @@ fire just after a keyword and to fall back to silence, whatever came before.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -348,24 +347,26 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         dt = time.time() - t0
         rec = {"epoch": epoch + 1, "train_loss": tot_loss / steps, "train_acc": tot_ok / max(1, tot_n),
                "clips_per_s": steps * cfg.batch * cfg.seq_clips / dt, "epoch_s": dt, "lr": sched.get_last_lr()[0]}
+        per_root = {}   # validation accuracy of each root that has validation clips
         if val_set is not None:
             v = evaluate(model, mfcc, val_audio, val_set.y)
             rec.update(val_acc=v["acc"], val_stream_acc=v["stream_acc"])
             for ri, name in enumerate(root_names):
                 m = val_root == ri
-                rec[f"val_acc[{name}]"] = float((v["pred"][m] == val_set.y[m]).mean()) if m.any() else float("nan")
+                if m.any():
+                    per_root[name] = float((v["pred"][m] == val_set.y[m]).mean())
+                rec[f"val_acc[{name}]"] = per_root.get(name, float("nan"))
         else:
             rec.update(val_acc=float("nan"), val_stream_acc=float("nan"))
-        history.append(rec)
         score = rec["val_stream_acc"] if val_set is not None else -rec["train_loss"]
-        roots_acc = [v for k, v in rec.items() if k.startswith("val_acc[") and v == v]
-        if len(roots_acc) > 1:   # several roots: the mean over roots, so a small real-voice root counts
-            score = float(np.mean(roots_acc))
+        if len(per_root) > 1:   # several roots: the mean over roots, so a small real-voice root counts
+            score = float(np.mean(list(per_root.values())))
         rec["select_score"] = score
-        per_root = " ".join(f"{k[8:-1]} {v:.3f}" for k, v in rec.items() if k.startswith("val_acc[") and v == v)
+        history.append(rec)
         print(f"epoch {epoch + 1}: loss {rec['train_loss']:.3f} val acc {rec['val_acc']:.4f} "
-              f"(streaming {rec['val_stream_acc']:.4f}; per root: {per_root}) {rec['clips_per_s']:.0f} clips/s",
-              file=sys.stderr)
+              f"(streaming {rec['val_stream_acc']:.4f}; per root: "
+              + " ".join(f"{n} {a:.3f}" for n, a in per_root.items())
+              + f") {rec['clips_per_s']:.0f} clips/s", file=sys.stderr)
         if score > best:
             best = score
             meta = {"command": command, "train_config": json.dumps(asdict(cfg)), "epoch": epoch + 1,
