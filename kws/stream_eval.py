@@ -87,6 +87,40 @@ def match_detections(dets: list[tuple[float, str]], occ: list[Occurrence], after
     return matched, fa, wrong
 
 
+def score_detections(per_file: dict[str, list[tuple[float, str]]], occs: dict, hours: float) -> dict:
+    """Detections (time, label) per file against the occurrences per file (`match_detections`):
+    hits, FRR, false alarms per hour, wrong labels, latency, misses per keyword. Any detector's output
+    can be scored this way (benchmarks/peers uses it for the other spotters)."""
+    n_occ = sum(len(v) for v in occs.values())
+    n_det = n_fa = n_wrong = n_hit = 0
+    lat = []
+    per_label_miss: dict[str, int] = {}
+    for name in sorted(set(per_file) | set(occs)):
+        dets, occ = per_file.get(name, []), occs.get(name, [])
+        matched, fa, wrong = match_detections(dets, occ)
+        n_det += len(dets)
+        n_fa += len(fa)
+        n_wrong += len(wrong)
+        n_hit += len(matched)
+        lat += [dets[d][0] - occ[o].end for d, o in matched]
+        hit_occ = {o for _, o in matched}
+        for oi, o in enumerate(occ):
+            if oi not in hit_occ:
+                per_label_miss[o.label] = per_label_miss.get(o.label, 0) + 1
+    return {
+        "detections": n_det,
+        "hits": n_hit,
+        "misses": n_occ - n_hit,
+        "frr": round((n_occ - n_hit) / n_occ, 4) if n_occ else None,
+        "false_alarms": n_fa,
+        "fa_per_hour": round(n_fa / hours, 3) if hours > 0 else None,
+        "wrong_label": n_wrong,
+        "latency_median_s": round(float(np.median(lat)), 3) if lat else None,
+        "latency_p90_s": round(float(np.percentile(lat, 90)), 3) if lat else None,
+        "misses_by_label": dict(sorted(per_label_miss.items())),
+    }
+
+
 @dataclass
 class Streams:
     """Evaluated files ready to be scored at any thresholds: smoothed keyword posteriors, computed once,
@@ -110,38 +144,11 @@ class Streams:
 
     def score(self, thr: np.ndarray) -> dict:
         """One operating point (a threshold per keyword) over all files: hits, FRR, FA/h, latency."""
-        n_occ = sum(len(v) for v in self.occs.values())
-        n_det = n_fa = n_wrong = n_hit = 0
-        lat = []
-        per_label_miss: dict[str, int] = {}
-        for name, sm in self.sm.items():
-            raw = detect_frames(sm, thr, self.refractory)
-            dets = [(self.frame_time(t), self.labels[self.kw_idx[k]]) for t, k, _ in raw]
-            occ = self.occs.get(name, [])
-            matched, fa, wrong = match_detections(dets, occ)
-            n_det += len(dets)
-            n_fa += len(fa)
-            n_wrong += len(wrong)
-            n_hit += len(matched)
-            lat += [dets[d][0] - occ[o].end for d, o in matched]
-            hit_occ = {o for _, o in matched}
-            for oi, o in enumerate(occ):
-                if oi not in hit_occ:
-                    per_label_miss[o.label] = per_label_miss.get(o.label, 0) + 1
-        hours = self.hours
-        return {
-            "threshold": round(float(thr.min()), 4) if np.ptp(thr) == 0 else None,
-            "detections": n_det,
-            "hits": n_hit,
-            "misses": n_occ - n_hit,
-            "frr": round((n_occ - n_hit) / n_occ, 4) if n_occ else None,
-            "false_alarms": n_fa,
-            "fa_per_hour": round(n_fa / hours, 3) if hours > 0 else None,
-            "wrong_label": n_wrong,
-            "latency_median_s": round(float(np.median(lat)), 3) if lat else None,
-            "latency_p90_s": round(float(np.percentile(lat, 90)), 3) if lat else None,
-            "misses_by_label": dict(sorted(per_label_miss.items())),
-        }
+        per_file = {name: [(self.frame_time(t), self.labels[self.kw_idx[k]])
+                           for t, k, _ in detect_frames(sm, thr, self.refractory)]
+                    for name, sm in self.sm.items()}
+        return {"threshold": round(float(thr.min()), 4) if np.ptp(thr) == 0 else None,
+                **score_detections(per_file, self.occs, self.hours)}
 
     def sweep(self, thresholds) -> list[dict]:
         """One row per threshold, the same for every keyword."""

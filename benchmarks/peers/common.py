@@ -93,23 +93,9 @@ def refractory(dets: list[tuple[float, str, float]], gap: float = REFRACTORY_S):
 
 
 def score_detections(per_file: dict[str, list[tuple[float, str]]], occs: dict, hours: float) -> dict:
-    """kws eval-stream's matching rule (kws.stream_eval.match_detections) on one detection set."""
-    from kws.stream_eval import match_detections
-    n_occ = sum(len(v) for v in occs.values())
-    n_det = n_fa = n_hit = 0
-    lat = []
-    for name in set(per_file) | set(occs):
-        dets = per_file.get(name, [])
-        occ = occs.get(name, [])
-        matched, fa, _ = match_detections(dets, occ)
-        n_det += len(dets)
-        n_fa += len(fa)
-        n_hit += len(matched)
-        lat += [dets[d][0] - occ[o].end for d, o in matched]
-    return {"detections": n_det, "hits": n_hit, "misses": n_occ - n_hit,
-            "frr": round((n_occ - n_hit) / n_occ, 4) if n_occ else None,
-            "false_alarms": n_fa, "fa_per_hour": round(n_fa / hours, 3) if hours > 0 else None,
-            "latency_median_s": round(float(np.median(lat)), 3) if lat else None}
+    """kws eval-stream's own scoring (kws.stream_eval.score_detections) of one detection set."""
+    from kws.stream_eval import score_detections
+    return score_detections(per_file, occs, hours)
 
 
 def sweep_report(rows: list[dict], hours: float, n_occ: int, protocol: str) -> dict:
