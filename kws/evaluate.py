@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.index import NON_KEYWORDS, SILENCE, UNKNOWN
 from .errors import KwsError, first_line
 
-SILENCE, UNKNOWN = "_silence_", "_unknown_"
-NON_KEYWORDS = (SILENCE, UNKNOWN)
 AUDIO_EXT = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 STREAM_LABEL_FRAMES = None     # None: the model's smoothing window (smooth_ms) decides
 
@@ -321,7 +320,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
 
 
 def _short(lab: str) -> str:
-    return {"_silence_": "silence", "_unknown_": "unknown"}.get(lab, lab)
+    return {SILENCE: "silence", UNKNOWN: "unknown"}.get(lab, lab)
 
 
 def save_confusion_png(results: dict, labels: list[str], path) -> None:

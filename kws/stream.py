@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from .audio import TARGET_RATE, StreamResampler, sanitize, to_float_mono
+from .data.index import NON_KEYWORDS
 from .features import MFCC, StreamingMFCC
 from .modelfile import Bundle, load_bundle
 
-NON_KEYWORDS = ("_silence_", "_unknown_")
 
 
 def smooth_posteriors(post: np.ndarray, smooth: int) -> np.ndarray:

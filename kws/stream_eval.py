@@ -17,7 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from .evaluate import AUDIO_EXT, NON_KEYWORDS, EvalError, _load_bundle, _warn, _write_report
+from .data.index import NON_KEYWORDS
+from .evaluate import AUDIO_EXT, EvalError, _load_bundle, _warn, _write_report
 from .stream import detect_frames, smooth_posteriors
 
 GROUND_TRUTH = "ground_truth.csv"

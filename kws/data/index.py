@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import KwsError
 
 SILENCE, UNKNOWN = "_silence_", "_unknown_"
+NON_KEYWORDS = (SILENCE, UNKNOWN)      # labels a detector never reports
 KEYWORDS10 = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 WORDS35 = ["backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four",
            "go", "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one", "right",
