@@ -104,6 +104,26 @@ def sweep_report(rows: list[dict], hours: float, n_occ: int, protocol: str) -> d
             "operating_point": operating_point(rows, MAX_FA), "protocol": protocol, "sweep": rows}
 
 
+def run_streams(wavs, detect_file) -> tuple[dict, float]:
+    """detect_file(file name, samples) for each stream WAV -> ({file name: its result}, hours of audio)."""
+    out, secs = {}, 0.0
+    for w in wavs:
+        x = read_wav(w)
+        secs += len(x) / 16000
+        out[w.name] = detect_file(w.name, x)
+    return out, secs / 3600
+
+
+def sweep_streams(settings, detections_at, occs: dict, hours: float, protocol: str) -> dict:
+    """The sweep report of one peer on the streams. settings: [(row name, value)] from strict to permissive;
+    detections_at(value) -> {file: [(time, label, score)]}; the 1 s refractory is applied here."""
+    rows = [{"threshold": name,
+             **score_detections({f: [(t, l) for t, l, _ in refractory(d)] for f, d in detections_at(v).items()},
+                                occs, hours)}
+            for name, v in settings]
+    return sweep_report(rows, hours, sum(len(v) for v in occs.values()), protocol)
+
+
 def peak_rss_mb() -> float:
     """Peak resident set of this process (VmHWM, else ru_maxrss)."""
     try:

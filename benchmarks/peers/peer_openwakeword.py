@@ -181,7 +181,6 @@ def main() -> int:
     cache = Path(a.cache)
     if a.mode == "speed":
         head, _ = train_head(cache, train_config(inp))
-        cls = list(head.classes_)
 
         def make_step():
             F = features()
@@ -219,23 +218,14 @@ def main() -> int:
             continue
         wavs, occs = C.stream_files(inp[key])
         rng = np.random.default_rng(1)
-        scored, secs = {}, 0.0
-        for w in wavs:
-            x = C.read_wav(w)
-            secs += len(x) / 16000
-            scored[w.name] = stream_scores(F, head, x, rng)
-        hours = secs / 3600
-        rows = []
-        for thr in THRESHOLDS:
-            per_file = {}
-            for name, (t, best, p) in scored.items():
-                k = np.flatnonzero(p >= thr)
-                dets = C.refractory([(float(t[i]), C.KEYWORDS[best[i]], float(p[i])) for i in k])
-                per_file[name] = [(tt, l) for tt, l, _ in dets]
-            rows.append({"threshold": thr, **C.score_detections(per_file, occs, hours)})
-        out[key] = C.sweep_report(rows, hours, sum(len(v) for v in occs.values()),
-                                        "keyword-probability threshold 0.30..0.999999 swept on these streams, "
-                                        "operating point = lowest FRR at <= 0.5 FA/h; 1 s refractory")
+        scored, hours = C.run_streams(wavs, lambda name, x: stream_scores(F, head, x, rng))
+
+        def detections_at(thr):
+            return {name: [(float(t[i]), C.KEYWORDS[best[i]], float(p[i])) for i in np.flatnonzero(p >= thr)]
+                    for name, (t, best, p) in scored.items()}
+        out[key] = C.sweep_streams([(thr, thr) for thr in THRESHOLDS], detections_at, occs, hours,
+                                   "keyword-probability threshold 0.30..0.999999 swept on these streams, "
+                                   "operating point = lowest FRR at <= 0.5 FA/h; 1 s refractory")
     C.write_json(out, a.out)
     return 0
 

@@ -151,20 +151,15 @@ def main() -> int:
             wavs, occs = C.stream_files(inp[key])
             d = kws_decoder(td, THRESH_EXP)
             rng = np.random.default_rng(1)
-            raw, secs = {}, 0.0
-            for w in wavs:
-                x = C.read_wav(w)
-                secs += len(x) / 16000
-                raw[w.name] = spot_file(d, x, rng)
-                C.log(f"pocketsphinx {w.name}: {len(raw[w.name])} raw keyphrase hits")
-            hours = secs / 3600
-            rows = []
-            for e in sorted(THRESH_EXP, reverse=True):       # strict -> permissive
-                per_file = {n: [(t, l) for t, l, _ in C.refractory([(t, l, 0.0) for t, l, ee in r if ee == e])]
-                            for n, r in raw.items()}
-                rows.append({"threshold": f"1e{e}", **C.score_detections(per_file, occs, hours)})
-            out[key] = C.sweep_report(
-                rows, hours, sum(len(v) for v in occs.values()),
+
+            def spot(name, x):
+                hits = spot_file(d, x, rng)
+                C.log(f"pocketsphinx {name}: {len(hits)} raw keyphrase hits")
+                return hits
+            raw, hours = C.run_streams(wavs, spot)
+            out[key] = C.sweep_streams(
+                [(f"1e{e}", e) for e in sorted(THRESH_EXP, reverse=True)],      # strict -> permissive
+                lambda e: {n: [(t, l, 0.0) for t, l, ee in r if ee == e] for n, r in raw.items()}, occs, hours,
                 "keyphrase threshold 1e-40..1e50 (same for all 10 words) swept on these streams, operating "
                 "point = lowest FRR at <= 0.5 FA/h; 1 s refractory")
         C.write_json(out, a.out)

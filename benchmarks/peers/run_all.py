@@ -299,9 +299,9 @@ def main(argv=None) -> int:
     chart(results, setnames, out / "results.png")
     st_hours = next((r["streams"]["hours"] for r in results.values() if r.get("status") == "ok" and r.get("streams")), None)
     st_occ = next((r["streams"]["occurrences"] for r in results.values() if r.get("status") == "ok" and r.get("streams")), None)
-    md = [f"# kws vs offline peers (issue #7)", "",
+    md = ["# kws vs offline peers (issue #7)", "",
           f"- date: {date}", f"- machine: {machine}", f"- command: `{cmd}`",
-          f"- kws model: `{kws_model}`", f"- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+          f"- kws model: `{kws_model}`", "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
     md += [f"- note: {n}" for n in notes]
     for n, r in results.items():
         if r.get("status") != "ok":
