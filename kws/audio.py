@@ -15,6 +15,13 @@ import soundfile as sf
 import soxr
 
 TARGET_RATE = 16000
+# Every container soundfile (libsndfile) decodes: data roots, list files, `kws detect` folders and the
+# stream benchmark all accept these, so a corpus kept as Ogg Opus or FLAC needs no conversion.
+AUDIO_EXT = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")
+
+
+def is_audio(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in AUDIO_EXT
 
 
 class AudioError(KwsError):

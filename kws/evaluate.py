@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import AUDIO_EXT
 from .data.index import NON_KEYWORDS, SILENCE, UNKNOWN
 from .errors import KwsError, first_line
 
-AUDIO_EXT = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 STREAM_LABEL_FRAMES = None     # None: the model's smoothing window (smooth_ms) decides
 
 

@@ -1,6 +1,6 @@
 """Speech Commands dataset index: which file is which label in which split.
 
-Reads the dataset's layout (`<word>/<speaker>_nohash_<n>.wav`, `validation_list.txt`,
+Reads the dataset's layout (`<word>/<speaker>_nohash_<n>.wav` or any other format in audio.AUDIO_EXT, `validation_list.txt`,
 `testing_list.txt`, `_background_noise_/`) and the looser layouts built the same way (word folders
 without list files, e.g. ../shared/real_words, where the speaker is read from the file name).
 Conventions follow TensorFlow's speech_commands/input_data.py, which kws_streaming copies.
@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..audio import is_audio
 from ..errors import KwsError
 
 SILENCE, UNKNOWN = "_silence_", "_unknown_"
@@ -102,7 +103,7 @@ def scan_root(spec: str | Path) -> list[Item]:
     has_lists = bool(val or test)
     items = []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in SKIP_DIRS):
-        for f in sorted(d.glob("*.wav")):
+        for f in sorted(f for f in d.iterdir() if f.is_file() and is_audio(f)):
             rel = f"{d.name}/{f.name}"
             spk = speaker_of(f)
             if has_lists:
@@ -114,7 +115,8 @@ def scan_root(spec: str | Path) -> list[Item]:
 
 
 def background_files(roots) -> list[str]:
-    return [str(f) for r in roots for f in sorted((parse_root(r)[0] / BACKGROUND).glob("*.wav"))]
+    dirs = [parse_root(r)[0] / BACKGROUND for r in roots]
+    return [str(f) for d in dirs if d.is_dir() for f in sorted(d.iterdir()) if f.is_file() and is_audio(f)]
 
 
 def select(items: list[Item], labels: list[str], split: str, silence_pct: float = 10.0,
