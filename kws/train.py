@@ -61,6 +61,7 @@ class TrainConfig:
     unknown_inside: bool = True    # also label the inside of non-keyword words `_unknown_`
     init: str = ""                 # start from this model file's weights (fine-tuning)
     threads: int = 1               # torch threads of the trainer; a second process makes the batches
+    select_root: str = ""          # choose the best epoch on this root's validation accuracy (default: mean over roots)
 
 
 # ------------------------------------------------------------------ data
@@ -307,6 +308,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
     # drop on the real-voice root, and real voices are what users have
     val_root = np.array([root_of_path.get(it.path, -1) for it in val_set.items]) if val_set else None
     root_names = [root_label(r) for r in cfg.data]
+    if cfg.select_root and cfg.select_root not in root_names:
+        raise KwsError(f"--select-root {cfg.select_root!r} is not one of the data roots ({', '.join(root_names)})")
+    if cfg.select_root and (val_root is None or not (val_root == root_names.index(cfg.select_root)).any()):
+        raise KwsError(f"--select-root {cfg.select_root!r} has no validation clips")
     history, best, start_epoch = [], -1.0, 0
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.exists():
@@ -359,7 +364,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         else:
             rec.update(val_acc=float("nan"), val_stream_acc=float("nan"))
         score = rec["val_stream_acc"] if val_set is not None else -rec["train_loss"]
-        if len(per_root) > 1:   # several roots: the mean over roots, so a small real-voice root counts
+        if cfg.select_root:     # e.g. the real-voice validation speakers, which is what users have
+            score = per_root[cfg.select_root]
+        elif len(per_root) > 1:   # several roots: the mean over roots, so a small real-voice root counts
             score = float(np.mean(list(per_root.values())))
         rec["select_score"] = score
         history.append(rec)
@@ -401,6 +408,9 @@ def add_parser(sub) -> None:
                       ("layers", int), ("dropout", float), ("epoch_clips", int), ("seed", int), ("threads", int),
                       ("unknown_weight", float), ("carry_prob", float)]:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=getattr(TrainConfig, name))
+    p.add_argument("--select-root", default="", metavar="NAME",
+                   help="choose the best epoch on this data root's validation accuracy (its folder name, "
+                        "e.g. speech_commands_part); default: the mean over roots")
     p.add_argument("--cache", default=TrainConfig.cache, help="decoded-audio cache folder ('' for none)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--init", default="", metavar="MODEL", help="start from this model's weights (fine-tune)")
@@ -415,7 +425,7 @@ def run(args) -> int:
     cfg = TrainConfig(data=args.data, weights=args.weights, root_share=args.root_share, task=args.task,
                       words=[w.strip() for w in args.words.split(",") if w.strip()], out=args.out,
                       cache=args.cache or None, augment=not args.no_augment, init=args.init,
-                      unknown_inside=not args.no_unknown_inside,
+                      unknown_inside=not args.no_unknown_inside, select_root=args.select_root,
                       **{k: getattr(args, k) for k in ("epochs", "batch", "seq_clips", "lr", "hidden", "layers",
                                                       "dropout", "epoch_clips", "seed", "threads",
                                                       "unknown_weight", "carry_prob")})

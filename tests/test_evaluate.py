@@ -505,3 +505,50 @@ def test_stream_posteriors_match_whole_file(tmp_path, bundle):
     a = stream_posteriors(bundle, f, block_s=0.37)
     b = KeywordSpotter(bundle).step_frames(y)
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_detector_view_labels_are_what_the_spotter_reports_on_clip_plus_tail():
+    """predict_detector must be the detector's own view: the first detection KeywordSpotter makes on the
+    clip followed by the same quiet tail, at the same threshold (else _unknown_/_silence_)."""
+    from conftest import random_bundle, speech_like
+    from kws.evaluate import detector_tail, predict_detector
+    from kws.stream import KeywordSpotter, smooth_posteriors
+    bundle = random_bundle(seed=3)
+    waves = np.stack([speech_like(1.0, seed=s) for s in range(12)])
+    tails = detector_tail(len(waves), seed=0)
+    # pick a threshold at which some clips fire and some do not (a random model's posteriors are low)
+    kw = [i for i, l in enumerate(bundle.labels) if not l.startswith("_")]
+    peaks = []
+    for w, t in zip(waves, tails):
+        sp = KeywordSpotter(bundle, refractory_s=100.0)
+        post = sp.step_frames(np.concatenate([w, t]))
+        peaks.append(smooth_posteriors(post, sp.smooth)[:, kw].max())
+    thr = float(np.median(peaks))
+    pred = predict_detector(bundle, waves, threshold=thr, seed=0)
+    fired = 0
+    for w, t, p in zip(waves, tails, pred):
+        sp = KeywordSpotter(bundle, threshold=thr, refractory_s=100.0)
+        dets = sp.process(np.concatenate([w, t]))
+        if dets:
+            fired += 1
+            assert bundle.labels[p] == dets[0].label
+        else:
+            assert bundle.labels[p] in ("_silence_", "_unknown_")
+    assert 0 < fired < len(waves)
+
+
+def test_eval_reports_three_protocols(tmp_path, capsys):
+    from conftest import random_bundle, speech_like
+    from kws.modelfile import save_bundle
+    m = tmp_path / "m.pt"
+    save_bundle(random_bundle(seed=1), m)
+    for i, word in enumerate(["yes", "no", "cat"]):
+        d = tmp_path / "data" / word
+        d.mkdir(parents=True)
+        sf.write(d / f"{i:08x}_nohash_0.opus", speech_like(1.0, seed=i), 16000, format="OGG", subtype="OPUS")
+    js = tmp_path / "r.json"
+    assert main(["eval", "--model", str(m), "--data", str(tmp_path / "data"), "--json", str(js), "--quiet"]) == 0
+    r = json.loads(js.read_text())
+    assert set(r["protocols"]) == {"offline", "streaming", "detector"}
+    assert r["detector"]["n"] == r["offline"]["n"] == 3 + 1      # + 1 made-up silence clip
+    assert "detector" in capsys.readouterr().out
