@@ -13,7 +13,10 @@ actually used) plus a faint floor at -70 dBFS (no digital silence).
 Every clip is trimmed to its speech span by frame energy before it is placed, so start/end are the speech.
 
 Keyword sources (--keywords-from): synth = the synthetic corpus's testing split (voices.csv split "testing",
-never trained on); real = ../shared/real_speech testing split keyword clips (never used in training); both.
+never trained on); real = ../shared/real_speech testing split keyword clips (never used in training); both;
+sc-validation = the validation speakers of ../shared/speech_commands_part (real voices, a DEV set: choose
+thresholds there). With sc-validation the real bait also includes that folder's validation-speaker
+non-keyword words, and `--real-bait 1` makes every bait word real.
 
 Output: OUT/stream_XX.wav, OUT/ground_truth.csv with columns
     file,label,start,end,word,source,snr_db
@@ -37,12 +40,13 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from kws.audio import AudioError, load  # noqa: E402
+from kws.audio import AudioError, is_audio, load  # noqa: E402
 from kws.data.index import KEYWORDS10, read_list  # noqa: E402
 
 SR = 16000
 REAL = ROOT.parent / "shared" / "real_speech"
 SYNTH = ROOT / "data" / "synth"
+SC_PART = ROOT.parent / "shared" / "speech_commands_part"
 REAL_BAIT_WORDS = ("bed", "cat", "happy")
 
 
@@ -81,7 +85,7 @@ def synth_testing(synth: Path, split: str = "testing") -> list[str]:
         sys.exit(f"{synth}: no testing_list.txt or voices.csv (is the synthetic corpus built?)")
     with open(vc, newline="") as fh:
         test = {r["hash"] for r in csv.DictReader(fh) if r["split"] == split}
-    return sorted(f"{p.parent.name}/{p.name}" for p in synth.glob("*/*.wav")
+    return sorted(f"{p.parent.name}/{p.name}" for p in synth.glob("*/*") if is_audio(p)
                   if not p.parent.name.startswith("_") and p.name.split("_nohash_")[0] in test)
 
 
@@ -89,7 +93,8 @@ def pools(args) -> tuple[list[tuple[str, str, Path]], list[tuple[str, str, Path]
     """(keyword clips, bait clips) as (word, source, path)."""
     kws = set(args.keywords)
     keyword, bait = [], []
-    if True:  # the synthetic testing split always supplies bait words; keywords only if asked
+    # the synthetic split supplies bait words unless every bait word is real; keywords only if asked
+    if args.keywords_from in ("synth", "both") or args.real_bait < 1:
         for rel in synth_testing(args.synth, args.split):
             w = rel.split("/")[0]
             p = args.synth / rel
@@ -105,6 +110,15 @@ def pools(args) -> tuple[list[tuple[str, str, Path]], list[tuple[str, str, Path]
             w = rel.split("/")[0]
             if w in kws and (args.real / rel).exists():
                 keyword.append((w, "real", args.real / rel))
+    if args.keywords_from == "sc-validation":
+        for rel in sorted(read_list(args.sc / "validation_list.txt")):
+            w = rel.split("/")[0]
+            if not (args.sc / rel).exists():
+                continue
+            if w in kws:
+                keyword.append((w, "real", args.sc / rel))
+            else:
+                bait.append((w, "real", args.sc / rel))
     for rel in sorted(read_list(args.real / "validation_list.txt")):
         w = rel.split("/")[0]
         if w in REAL_BAIT_WORDS and w not in kws and (args.real / rel).exists():
@@ -237,10 +251,12 @@ def main() -> None:
     ap.add_argument("--split", choices=("testing", "validation"), default="testing",
                     help="synthetic voices to use: testing (the benchmark) or validation (a dev set for "
                          "choosing detector thresholds without touching the test streams)")
-    ap.add_argument("--keywords-from", choices=("synth", "real", "both"), default="synth")
+    ap.add_argument("--keywords-from", choices=("synth", "real", "both", "sc-validation"), default="synth")
     ap.add_argument("--keywords", nargs="+", default=KEYWORDS10)
     ap.add_argument("--synth", type=Path, default=SYNTH, help=f"synthetic corpus (default {SYNTH})")
     ap.add_argument("--real", type=Path, default=REAL, help=f"real speech root (default {REAL})")
+    ap.add_argument("--sc", type=Path, default=SC_PART,
+                    help=f"real Speech Commands part for --keywords-from sc-validation (default {SC_PART})")
     ap.add_argument("--snrs", type=float, nargs="+", default=[20.0, 10.0, 5.0])
     ap.add_argument("--min-gap", type=float, default=2.0, help="seconds between keywords (default 2)")
     ap.add_argument("--real-bait", type=float, default=0.3,
@@ -255,7 +271,7 @@ def main() -> None:
         sys.exit(f"no keyword clips found (--keywords-from {args.keywords_from})")
     if not bait:
         sys.exit("no non-keyword clips found for false-alarm bait")
-    noise_files = sorted((args.real / "_background_noise_").glob("*.wav"))
+    noise_files = sorted(f for f in (args.real / "_background_noise_").glob("*") if is_audio(f))
     noises = []
     for f in noise_files:
         try:
