@@ -131,3 +131,19 @@ def test_root_share_gives_each_root_its_weight_of_every_class_whatever_its_size(
     # class weights still hold: unknown twice a keyword, keywords equal
     assert p[y == 1].sum() == pytest.approx(2 * p[y == 2].sum())
     assert p[y == 2].sum() == pytest.approx(p[y == 3].sum())
+
+
+def test_select_root_picks_the_epoch_by_that_roots_validation_accuracy(tmp_path):
+    """Two roots; --select-root B: the saved model is the epoch where B's validation accuracy peaked
+    (not the mean over roots), and an unknown root name is a one-line error before any training."""
+    from kws.errors import KwsError
+    a, b = make_corpus(tmp_path / "A"), make_corpus(tmp_path / "B", speakers=20)
+    cfg = tiny_cfg(a, tmp_path / "run", epochs=3)
+    cfg.data, cfg.select_root = [str(a), str(b)], "B"
+    hist = train(cfg, progress=False)["history"]
+    best = max(hist, key=lambda h: h["val_acc[B]"])
+    assert [h["select_score"] for h in hist] == [h["val_acc[B]"] for h in hist]
+    assert load_bundle(tmp_path / "run" / "model.pt").meta["epoch"] == best["epoch"]
+    cfg.select_root, cfg.out = "C", str(tmp_path / "run2")
+    with pytest.raises(KwsError, match="not one of the data roots"):
+        train(cfg, progress=False)
