@@ -448,6 +448,8 @@ def cmd_eval(args) -> int:
     bundle = _load_bundle(args.model)
     labels = bundle.labels
     clips, noise = collect_clips(args.data, labels, split=args.split, all_unknown=args.all_unknown)
+    if args.noise:
+        noise = _noise_files(args.noise)
     progress = not args.quiet
     waves, clips, skipped = load_clips(clips, noise, progress=progress, seed=args.seed)
     if not clips:
@@ -462,6 +464,7 @@ def cmd_eval(args) -> int:
         console.print(f"skipped {skipped} unreadable file(s)")
     report = {"model": str(args.model) if args.model else "default", "data": [str(d) for d in args.data],
               "split": args.split, "all_unknown": bool(args.all_unknown), "labels": labels,
+              "noise": args.noise,
               "skipped": skipped, "protocols": {
                   "offline": "last frame: each clip from a zero state, argmax of its last frame's logits "
                              "(the published many-to-one protocol)",
@@ -478,6 +481,17 @@ def cmd_eval(args) -> int:
     if args.json:
         _write_report(report, args.json, console)
     return 0
+
+
+def _noise_files(folder) -> list[str]:
+    from .audio import is_audio
+    p = Path(folder)
+    if not p.is_dir():
+        raise EvalError(f"--noise: no such folder: {p}")
+    files = sorted(str(f) for f in p.iterdir() if f.is_file() and is_audio(f))
+    if not files:
+        raise EvalError(f"--noise: no audio files in {p}")
+    return files
 
 
 def _smooth_frames(bundle) -> int:
@@ -534,6 +548,9 @@ def add_parser(sub) -> None:
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
                    help="write a JSON report to OUT (no OUT: print it to stdout)")
     p.add_argument("--confusion", default=None, metavar="PNG", help="save the confusion matrices as PNG")
+    p.add_argument("--noise", default=None, metavar="DIR",
+                   help="background-noise folder for the made-up _silence_ clips (default: the data roots' "
+                        "_background_noise_; a root without one gets silent zeros)")
     p.add_argument("--seed", type=int, default=0, help="seed for the made-up silence clips")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)

@@ -552,3 +552,27 @@ def test_eval_reports_three_protocols(tmp_path, capsys):
     assert set(r["protocols"]) == {"offline", "streaming", "detector"}
     assert r["detector"]["n"] == r["offline"]["n"] == 3 + 1      # + 1 made-up silence clip
     assert "detector" in capsys.readouterr().out
+
+
+def test_eval_noise_folder_makes_the_silence_clips(tmp_path, capsys):
+    from kws.evaluate import _noise_files, collect_clips, load_clips
+    from kws.modelfile import save_bundle
+    m = tmp_path / "m.pt"
+    save_bundle(random_bundle(seed=1), m)
+    d = tmp_path / "data" / "yes"
+    d.mkdir(parents=True)
+    sf.write(d / "0000aaaa_nohash_0.wav", speech_like(1.0), 16000)
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    sf.write(noise / "n.flac", np.random.default_rng(0).normal(0, .3, 32000).astype(np.float32), 16000)
+    clips, found = collect_clips([tmp_path / "data"], random_bundle().labels, split=None)
+    assert found == []                                                  # this root has no noise folder
+    waves, kept, _ = load_clips(clips, _noise_files(noise), progress=False)
+    sil = [w for w, c in zip(waves, kept) if c.path is None]
+    assert len(sil) == 1 and sil[0].std() > 1e-3                       # made from the --noise folder
+    js = tmp_path / "r.json"
+    assert main(["eval", "--model", str(m), "--data", str(tmp_path / "data"), "--noise", str(noise),
+                 "--json", str(js), "--quiet"]) == 0
+    assert json.loads(js.read_text())["noise"] == str(noise)
+    assert main(["eval", "--model", str(m), "--data", str(tmp_path / "data"), "--noise", str(tmp_path / "x")]) == 2
+    assert "--noise: no such folder" in capsys.readouterr().err

@@ -5,6 +5,8 @@ Runs every available system on the SAME inputs and writes results.md, results.js
   - synth_test : held-out synthetic voices, data/synth testing split, TF style (all keyword clips + 10% unknown
                  + 10% silence), subsampled to --max-clips with a fixed seed;
   - real_test  : /work/shared/real_speech testing split (246 real clips; the 20 other words are `_unknown_`);
+  - sc_val     : /work/shared/speech_commands_part validation speakers (real voices, ~1,450 keyword clips),
+                 TF style, subsampled to --max-clips with a fixed seed;
   - streams    : long recordings with ground_truth.csv (data/streams): FRR at <= 0.5 FA/h, latency;
   - speed      : --speed-seconds of the first stream in 100 ms chunks on one thread, in a separate process
                  per system (RTF, per-chunk latency, peak RSS).
@@ -50,6 +52,8 @@ def parse_args(argv=None):
                                                      f"yet, {DEV_MODEL} with a note in the results)")
     p.add_argument("--synth", default=str(ROOT / "data/synth"), help="synthetic corpus root (testing split used)")
     p.add_argument("--real", default=str(ROOT.parent / "shared/real_speech"), help="real Speech Commands root (testing split)")
+    p.add_argument("--sc-val", default=str(ROOT.parent / "shared/speech_commands_part"),
+                   help="real Speech Commands part: its validation speakers ('' to skip)")
     p.add_argument("--streams", default=str(ROOT / "data/streams"), help="folder of WAVs + ground_truth.csv")
     p.add_argument("--dev-streams", default=str(ROOT / "data/streams_dev"),
                    help="dev stream set (validation voices): thresholds chosen here are applied to --streams")
@@ -69,6 +73,7 @@ def missing_modules(mods) -> list[str]:
 
 
 def build_clipsets(a, cache: Path) -> dict:
+    from kws.data.index import background_files
     from kws.evaluate import SILENCE, collect_clips, load_clips
     sets, info = {}, {}
     (cache / "inputs").mkdir(parents=True, exist_ok=True)
@@ -77,8 +82,13 @@ def build_clipsets(a, cache: Path) -> dict:
         specs.append(("synth_test", a.synth, False, a.max_clips, True))
     if a.real and Path(a.real).exists():
         specs.append(("real_test", a.real, True, 0, False))
+    if a.sc_val and Path(a.sc_val).exists():
+        specs.append(("sc_val", a.sc_val, False, a.max_clips, True))
     for name, root, all_unknown, cap, keep_silence in specs:
-        clips, noise = collect_clips([root], C.LABELS, split="testing", all_unknown=all_unknown)
+        split = "validation" if name == "sc_val" else "testing"
+        clips, noise = collect_clips([root], C.LABELS, split=split, all_unknown=all_unknown)
+        if name == "sc_val" and not noise and a.real:   # it has no noise folder: silence from real_speech's
+            noise = background_files([a.real])
         if not keep_silence:
             clips = [c for c in clips if c.label != SILENCE]
         if cap and len(clips) > cap:
