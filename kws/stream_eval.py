@@ -209,6 +209,9 @@ def tune_label_thresholds(files: dict, occs: dict, labels: list[str], thresholds
                                                                                          max_fa_per_hour)
 
 
+FA_BUDGETS = (0.5, 2.0, 5.0)     # false alarms per hour at which every report gives the best FRR
+
+
 def operating_point(rows: list[dict], max_fa_per_hour: float = 0.5) -> dict | None:
     """Lowest FRR among thresholds with FA/h <= max (ties: fewer FA/h, then the lower threshold)."""
     ok = [r for r in rows if r["fa_per_hour"] is not None and r["fa_per_hour"] <= max_fa_per_hour
@@ -387,6 +390,10 @@ def cmd_eval_stream(args) -> int:
         console.print(f"operating point: threshold {fmt_thr(op['threshold'])}: FRR {100 * op['frr']:.1f}%, "
                       f"{op['fa_per_hour']:.2f} FA/h, latency median "
                       + ("-" if op["latency_median_s"] is None else f"{op['latency_median_s']:.2f} s"))
+    budgets = {f"{b:g}": operating_point(rows, b) for b in FA_BUDGETS}
+    console.print("FRR at ≤ " + ", ≤ ".join(
+        f"{b} FA/h: " + ("none" if o is None else f"{100 * o['frr']:.1f}% (thr {fmt_thr(o['threshold'])})")
+        for b, o in budgets.items()))
     report = {"model": str(args.model) if args.model else "default", "data": str(data),
               "ground_truth": str(gt_path), "files": len(posts), "skipped": skipped,
               "hours": round(hours, 6), "occurrences": n_occ,
@@ -395,7 +402,7 @@ def cmd_eval_stream(args) -> int:
               "matching": f"detection of L matches an unmatched occurrence of L with start <= time <= end + "
                           f"{MATCH_AFTER_END_S} s",
               "max_fa_per_hour": args.max_fa, "operating_point": op, "default": d_row, "model_setting": own,
-              "per_label": tuned, "sweep": rows}
+              "per_label": tuned, "at_fa_budgets": budgets, "sweep": rows}
     if args.save_model:
         from .modelfile import save_bundle
         if args.per_label:

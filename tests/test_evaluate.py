@@ -471,6 +471,13 @@ def test_eval_stream_cli(capsys, tmp_path, model_path, bundle):
     n += sum(len(sp.process(c)) for c in [speech_like(10.0, seed=12)]) + len(sp.flush())
     assert r["sweep"][0]["detections"] == n
     assert png.exists() and "FA/h" in out
+    # the best FRR within each standard FA/h budget, from the same sweep
+    assert list(r["at_fa_budgets"]) == ["0.5", "2", "5"]
+    for b, o in r["at_fa_budgets"].items():
+        ok = [row for row in r["sweep"] if row["fa_per_hour"] <= float(b) and row["frr"] is not None]
+        assert (o is None) == (not ok)
+        if ok:
+            assert o["frr"] == min(row["frr"] for row in ok)
     saved, js2 = tmp_path / "tuned.pt", tmp_path / "r2.json"
     rc, _, err = run(capsys, "eval-stream", "--model", model_path, "--data", d, "--thresholds", "0.1:0.9:0.1",
                      "--max-fa", "1e9", "--save-model", saved, "--json", js2)
