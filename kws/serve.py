@@ -10,8 +10,9 @@ data and a binary payload. The service answers
   `kws listen` converts its input (downmix, scaling, streaming resampler: `KeywordSpotter.process`).
   Each detection is sent as `detection` (name, timestamp in ms from the audio start) the moment it
   fires; after `audio-stop` the spotter is flushed and `not-detected` is sent if nothing fired;
-- `ping` with `pong`. Other event types are ignored (one log line per type and connection), as
-  Wyoming services do for forward compatibility.
+- `ping` with `pong`, in order: after everything the connection sent before it has been answered.
+  Other event types are ignored (named in the connection's log line), as Wyoming services do for
+  forward compatibility.
 
 Design:
 - One `KeywordSpotter` per connection and sample rate (all share the model loaded once), reset at
@@ -234,6 +235,8 @@ class Service:
         self.stats.active = len(self.conns)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            pass          # shutdown fallback; asyncio's start_server callback would log a cancelled task
         finally:
             self.conns.discard(conn)
             self.tasks.discard(task)
@@ -276,13 +279,24 @@ class Connection:
         self.st = _Conn()
         self.names: list[str] | None = None     # from `detect`; None: every served keyword
         self.session: _Session | None = None     # the reader's view (validation)
-        self.queue: list = []                    # ("start", _Session) | ("audio", array) | ("stop",) | ("eof",)
+        self.queue: list = []   # ("start", _Session) | ("audio", array, rate) | ("stop", _Session) | ("ping", text) | ("eof",)
         self.wake = asyncio.Event()
         self.room = asyncio.Event()
         self.room.set()
         self.backlog_s = 0.0
         self.spotters: dict = {}
         self.reason: str | None = None
+        self.closing = False                     # set by the server's shutdown
+        self.proc: asyncio.Task | None = None
+
+    def shutdown(self) -> None:
+        """Server shutdown: end this connection at the next event boundary, without draining."""
+        self.closing = True
+        self.reason = "server shutdown"
+        if self.proc is not None:
+            self.proc.cancel()
+        self.room.set()
+        self.reader.feed_eof()
 
     def tag(self) -> str:
         return f"conn {self.id} {self.peer}"
@@ -302,17 +316,17 @@ class Connection:
     # ----------------------------------------------------------------- reader side
 
     async def run(self) -> None:
-        proc = asyncio.create_task(self._processor(), name=f"kws-serve-proc-{self.id}")
+        proc = self.proc = asyncio.create_task(self._processor(), name=f"kws-serve-proc-{self.id}")
         reason = "closed by client"
         try:
-            while True:
+            while not self.closing:
                 ev = await read_event(self.reader, self.svc.opts.event_timeout)
-                if ev is None:
+                if ev is None or self.closing:
                     break
                 await self._on_event(ev)
                 if proc.done():
                     break
-            if not proc.done():                  # clean EOF: answer what was queued (half-close)
+            if not proc.done() and not self.closing:   # clean EOF: answer what was queued (half-close)
                 self._put(("eof",))
                 try:
                     await asyncio.wait_for(asyncio.shield(proc), EOF_DRAIN_S)
@@ -409,12 +423,11 @@ class Connection:
         elif t == "describe":
             await self.send(self.svc.info_event)
         elif t == "ping":
-            from wyoming.ping import Pong
-            await self.send(Pong(text=data.get("text")).event())
+            self._put(("ping", data.get("text")))     # answered in order, after the audio before it
         elif t not in self.st.ignored:
-            if len(self.st.ignored) < 8:
-                self.st.ignored.add(t)
-                log.info(f"{self.tag()}: ignoring event type {t[:40]!r}")
+            if len(self.st.ignored) < 8:              # reported in the connection's end line
+                self.st.ignored.add(t[:40])
+                log.debug(f"{self.tag()}: ignoring event type {t[:40]!r}")
 
     # ----------------------------------------------------------------- processor side
 
@@ -458,6 +471,9 @@ class Connection:
                                 from wyoming.wake import NotDetected
                                 await self.send(NotDetected().event())
                             cur = None
+                        elif kind == "ping":
+                            from wyoming.ping import Pong
+                            await self.send(Pong(text=items[i - 1][1]).event())
                         elif kind == "eof":
                             return
                     if self.backlog_s < 1e-9:
@@ -556,12 +572,13 @@ async def serve(service: Service, uri: str, stop: asyncio.Event, ready=None, zer
         server.close()
         tasks = list(service.tasks)
         for c in list(service.conns):
-            c.writer.close()
-            c.reader.feed_eof()
-        for t in tasks:
-            t.cancel()
+            c.shutdown()
         if tasks:
-            await asyncio.wait(tasks, timeout=2.0)
+            _, pending = await asyncio.wait(tasks, timeout=2.0)
+            for t in pending:                          # a connection stuck in a write: cancel it
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
         try:
             await asyncio.wait_for(server.wait_closed(), 2.0)
         except (asyncio.TimeoutError, Exception):
@@ -659,7 +676,12 @@ def run_serve(args) -> int:
     try:
         asyncio.run(main())
     finally:
-        service.pool.shutdown(wait=False, cancel_futures=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):    # a second Ctrl-C while exiting: no traceback
+            try:
+                signal.signal(sig, signal.SIG_IGN)
+            except ValueError:                          # not the main thread
+                pass
+        service.pool.shutdown(wait=True, cancel_futures=True)
     st = service.stats
     log.info(f"kws serve: stopped ({got['signal'] or 'done'}): {st.connections} connection(s), "
              f"{st.detections} detection(s), {st.bad} closed for bad input")
