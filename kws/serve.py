@@ -18,10 +18,11 @@ Design:
 - One `KeywordSpotter` per connection and sample rate (all share the model loaded once), reset at
   each `audio-start`: sessions and connections never share streaming state.
 - Per connection a reader task parses events and queues audio; a processor task takes *everything
-  queued* and runs `process` on it in one call in a worker thread. An idle server handles every 20 ms
-  chunk at once; a loaded one coalesces the chunks that arrived meanwhile into one call, which costs
-  little more than one chunk (the per-call overhead dominates), so the server degrades by latency
-  per call, not by falling behind. Detections do not depend on how audio is chunked.
+  queued* and runs `process` on it in one call (in the event loop; `--workers N` moves it to N
+  threads). An idle server handles every 20 ms chunk at once; a loaded one coalesces the chunks that
+  arrived meanwhile into one call, which costs little more than one chunk (the per-call overhead
+  dominates), so under load the server trades a little latency for throughput instead of falling
+  behind. Detections do not depend on how audio is chunked.
 - Back-pressure, not drops: a connection with more than MAX_BACKLOG_S of unprocessed audio is not
   read from until the worker catches up (TCP flow control slows the client).
 - Bad input (garbage, non-JSON header, oversized header/data/payload, bad audio format, chunk outside
@@ -108,21 +109,32 @@ async def read_event(reader: asyncio.StreamReader, timeout: float = EVENT_TIMEOU
             raise BadInput(f"{head['type']}: {key} {n!r} is not an integer in 0..{limit}")
         lengths.append(n)
     n_data, n_payload = lengths
-    try:
-        if n_data:
-            extra = await asyncio.wait_for(reader.readexactly(n_data), timeout)
-            try:
-                more = json.loads(extra)
-            except ValueError:
-                raise BadInput(f"{head['type']}: extra data is not JSON") from None
-            if not isinstance(more, dict):
-                raise BadInput(f"{head['type']}: extra data is not a JSON object")
-            data = {**data, **more}
-        payload = await asyncio.wait_for(reader.readexactly(n_payload), timeout) if n_payload else None
-    except asyncio.TimeoutError:
-        raise BadInput(f"{head['type']}: announced {n_data} data + {n_payload} payload bytes did not "
-                       f"arrive within {timeout:g} s") from None
+    payload = None
+    if n_data or n_payload:
+        # one timer for both reads (asyncio.wait_for would cost a task per event, ~30% of the framing)
+        timer = asyncio.get_running_loop().call_later(timeout, reader.set_exception, _Late())
+        try:
+            if n_data:
+                extra = await reader.readexactly(n_data)
+                try:
+                    more = json.loads(extra)
+                except ValueError:
+                    raise BadInput(f"{head['type']}: extra data is not JSON") from None
+                if not isinstance(more, dict):
+                    raise BadInput(f"{head['type']}: extra data is not a JSON object")
+                data = {**data, **more}
+            if n_payload:
+                payload = await reader.readexactly(n_payload)
+        except _Late:
+            raise BadInput(f"{head['type']}: announced {n_data} data + {n_payload} payload bytes did not "
+                           f"arrive within {timeout:g} s") from None
+        finally:
+            timer.cancel()
     return Event(type=head["type"], data=data, payload=payload)
+
+
+class _Late(Exception):
+    """Set on a connection's StreamReader when an announced data/payload is overdue."""
 
 
 def audio_format(data: dict, what: str) -> tuple[int, int, int]:
@@ -180,7 +192,7 @@ class Stats:
 class Service:
     """Everything shared by the connections: the model, the served keywords, the worker pool."""
 
-    def __init__(self, opts: Options, workers: int = 1):
+    def __init__(self, opts: Options, workers: int = 0):
         from .stream import KeywordSpotter    # lazy: torch (or, later, the numpy engine) loads here
         self.KeywordSpotter = KeywordSpotter
         self.opts = opts
@@ -197,12 +209,19 @@ class Service:
                          and (not opts.keywords or k in opts.keywords)]
         self.cfg = proto.cfg
         self.meta = dict(getattr(getattr(proto, "bundle", None), "meta", {}) or {})
-        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="kws-serve")
+        # workers 0: process in the event loop (cheapest on one core: a thread hand-off costs ~20% of a
+        # 20 ms chunk's processing); N > 0: N threads (torch releases the GIL in its kernels)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kws-serve") if workers > 0 else None
         self.stats = Stats()
         self.conns: set[Connection] = set()
         self.tasks: set[asyncio.Task] = set()      # connection tasks, cancelled at shutdown
         self._next_id = 0
         self.info_event = self._info().event()
+
+    async def call(self, fn, *args):
+        if self.pool is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     def spotter(self, rate: int, keywords: list[str]):
         return self.KeywordSpotter(self.model, sample_rate=rate, keywords=keywords,
@@ -432,7 +451,6 @@ class Connection:
     # ----------------------------------------------------------------- processor side
 
     async def _processor(self) -> None:
-        loop = asyncio.get_running_loop()
         cur: _Session | None = None
         try:
             while True:
@@ -451,7 +469,7 @@ class Connection:
                             x = parts[0] if len(parts) == 1 else np.concatenate(parts)
                             i = j
                             if cur is not None and cur.spotter is not None:
-                                dets = await loop.run_in_executor(self.svc.pool, cur.spotter.process, x)
+                                dets = await self.svc.call(cur.spotter.process, x)
                                 await self._detections(cur, dets)
                             self.backlog_s -= sum(it[1].shape[0] / it[2] for it in items[j - len(parts):j])
                             if self.backlog_s <= MAX_BACKLOG_S / 2:
@@ -465,7 +483,7 @@ class Connection:
                         elif kind == "stop":
                             s = items[i - 1][1]
                             if s.spotter is not None:
-                                dets = await loop.run_in_executor(self.svc.pool, s.spotter.flush)
+                                dets = await self.svc.call(s.spotter.flush)
                                 await self._detections(s, dets)
                             if s.detections == 0:
                                 from wyoming.wake import NotDetected
@@ -637,8 +655,8 @@ def run_serve(args) -> int:
         raise ServeError(f"--refractory must be between 0 and 60 s, got {args.refractory:g}")
     if not (0 < args.event_timeout <= 3600):
         raise ServeError(f"--event-timeout must be in (0, 3600] s, got {args.event_timeout:g}")
-    if not (1 <= args.workers <= 64):
-        raise ServeError(f"--workers must be in 1..64, got {args.workers}")
+    if not (0 <= args.workers <= 64):
+        raise ServeError(f"--workers must be in 0..64, got {args.workers}")
     if not (1 <= args.max_connections <= 65536):
         raise ServeError(f"--max-connections must be in 1..65536, got {args.max_connections}")
     kind, _ = parse_uri(args.uri)
@@ -681,7 +699,8 @@ def run_serve(args) -> int:
                 signal.signal(sig, signal.SIG_IGN)
             except ValueError:                          # not the main thread
                 pass
-        service.pool.shutdown(wait=True, cancel_futures=True)
+        if service.pool is not None:
+            service.pool.shutdown(wait=True, cancel_futures=True)
     st = service.stats
     log.info(f"kws serve: stopped ({got['signal'] or 'done'}): {st.connections} connection(s), "
              f"{st.detections} detection(s), {st.bad} closed for bad input")
@@ -702,7 +721,8 @@ def add_parser(sub) -> None:
                    help="seconds after a detection in which nothing fires (default: the model's)")
     p.add_argument("--zeroconf", nargs="?", const="kws", default=None, metavar="NAME",
                    help="advertise the service over mDNS for Home Assistant discovery (needs the zeroconf package)")
-    p.add_argument("--workers", type=int, default=1, help="processing threads (default 1)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processing threads (default 0: in the event loop, the cheapest on one core)")
     p.add_argument("--max-connections", type=int, default=256, help="connections served at once (default 256)")
     p.add_argument("--event-timeout", type=float, default=EVENT_TIMEOUT_S, metavar="S",
                    help=f"a header's data and payload must arrive within S seconds (default {EVENT_TIMEOUT_S:g})")

@@ -165,7 +165,7 @@ def error_line(err: str) -> str:
     (["--uri", "unix://"], "give a socket path"),
     (["--threshold", "2"], "--threshold must be in (0, 1]"),
     (["--refractory", "-1"], "--refractory must be"),
-    (["--workers", "0"], "--workers must be"),
+    (["--workers", "-1"], "--workers must be"),
     (["--event-timeout", "0"], "--event-timeout must be"),
     (["--uri", "unix:///tmp/kws-test-x.sock", "--zeroconf"], "--zeroconf needs a tcp:// URI"),
 ])
@@ -323,13 +323,17 @@ def _silence(s: float) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    """Each keyword spoken by espeak-ng (held-out voice), resampled to 16 kHz by sox, trimmed."""
     _need("espeak-ng")
     _need("sox")
+    return spoken_clips(tmp_path_factory.mktemp("words"))
+
+
+def spoken_clips(d: Path, words=ALL_WORDS) -> dict:
+    """Each keyword spoken by espeak-ng (held-out voice), resampled to 16 kHz by sox, trimmed to the
+    word +-10 ms (also used by benchmarks/serve_bench.py)."""
     from test_listen import word_segments_of
-    d = tmp_path_factory.mktemp("words")
     out = {}
-    for w in ALL_WORDS:
+    for w in words:
         raw, w16 = d / f"{w}_raw.wav", d / f"{w}_16k.wav"
         subprocess.run(["espeak-ng", "-v", HELD_OUT_VOICE, "-w", str(raw), w], check=True, capture_output=True)
         subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(w16)], check=True,
@@ -740,14 +744,16 @@ def test_memory_and_fds_flat_over_200_connection_cycles(server, clips, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_clean_shutdown_on_signal_over_unix_socket(tmp_path, clips, sig):
-    """Over unix://: describe and a session work; a signal while a client is mid-session ends the
-    server within seconds, exit 0, that connection logged as ended by the shutdown, socket removed."""
+    """Over unix:// (and, for SIGTERM, with 2 processing threads): describe and a session work; a signal
+    while a client is mid-session ends the server within seconds, exit 0, that connection logged as
+    ended by the shutdown, socket removed."""
     _need(str(REPO / "models" / "kws12_gru.pt"), is_file=True)
     from wyoming.audio import AudioChunk, AudioStart
     from wyoming.client import AsyncUnixClient
     from wyoming.info import Describe
     sock = tmp_path / "kws.sock"
-    srv = ServerProc(tmp_path / "serve.log", uri=f"unix://{sock}")
+    workers = ["--workers", "2"] if sig == signal.SIGTERM else []     # processing threads, or in the loop
+    srv = ServerProc(tmp_path / "serve.log", *workers, uri=f"unix://{sock}")
     x, _ = compose(clips, ["stop"])
     payload, arr = pcm16(x)
 
