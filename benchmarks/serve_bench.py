@@ -14,8 +14,10 @@ Reported per N:
 - latency after word end: wall time a `detection` arrives minus the wall time the word's last sample
   was sent, p50 / p99 / max over all detections that match a spoken word (this includes how long the
   model itself waits after the word: its stream-time delay, also reported, as "model delay");
-- serving delay: arrival minus the time the sample at the detection's own timestamp was sent (what
-  the server adds: queueing + processing), p50 / p99;
+- server delay: the time of the server's detection log line minus the time the client actually sent
+  the chunk holding the detection's timestamp (what the server adds: queueing + processing; free of
+  the clients' own scheduling), p50 / p99; also "serving delay" in the JSON: the same seen by the client;
+- how long the server's thread waited for a CPU (/proc/PID/schedstat): other load on its core;
 - server CPU (% of one core, over the streaming window), peak RSS (VmHWM, whole server life);
 - late chunks: sent more than 20 ms after their schedule (client starved or server back-pressure);
   dropped chunks: sent minus processed, from the server's per-connection log lines;
@@ -38,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +57,14 @@ CHUNK = int(SR * CHUNK_S)
 def cpu_seconds(pid: int) -> float:
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_delay(pid: int) -> float:
+    """Seconds the server's main thread (where it processes, by default) sat runnable but not running."""
+    try:
+        return int(open(f"/proc/{pid}/schedstat").read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def proc_status(pid: int, key: str) -> int:
@@ -126,7 +137,8 @@ async def run_client(port: int, stream: dict, t_start: float, deadline: float) -
     from wyoming.ping import Ping
     from wyoming.wake import Detect
     pcm = stream["pcm"]
-    res = {"dets": [], "late": 0, "chunks": 0, "max_late_ms": 0.0, "error": None, "stop_to_pong_ms": None}
+    res = {"dets": [], "late": 0, "chunks": 0, "max_late_ms": 0.0, "error": None, "stop_to_pong_ms": None,
+           "sent_wall": [], "port": None}
     try:
         await asyncio.sleep(max(0.0, t_start + stream["delay"] - time.monotonic()))
         async with AsyncTcpClient("127.0.0.1", port, connect_timeout=10) as c:
@@ -141,6 +153,7 @@ async def run_client(port: int, stream: dict, t_start: float, deadline: float) -
                     elif ev.type == "pong":
                         res["pong"] = now
                         return
+            res["port"] = c._writer.get_extra_info("sockname")[1]
             await c.write_event(Detect(names=None).event())
             await c.write_event(AudioStart(rate=SR, width=2, channels=1).event())
             rd = asyncio.create_task(reader())
@@ -156,6 +169,7 @@ async def run_client(port: int, stream: dict, t_start: float, deadline: float) -
                     res["late"] += 1
                 res["max_late_ms"] = max(res["max_late_ms"], 1000 * late)
                 await c.write_event(AudioChunk(rate=SR, width=2, channels=1, audio=pcm[i:i + CHUNK].tobytes()).event())
+                res["sent_wall"].append(time.time())
                 res["chunks"] += 1
                 if time.monotonic() > deadline:
                     res["error"] = "deadline"
@@ -179,14 +193,14 @@ def run_n(n: int, streams, refs, args, tmp: Path) -> dict:
     srv = Server(tmp / f"serve_{n}.log", args.server_cpu)
     try:
         time.sleep(1.0)
-        c0, w0 = cpu_seconds(srv.proc.pid), time.monotonic()
+        c0, w0, q0 = cpu_seconds(srv.proc.pid), time.monotonic(), run_delay(srv.proc.pid)
         t_start = time.monotonic() + 0.5
         deadline = t_start + args.seconds + 30
 
         async def go():
             return await asyncio.gather(*(run_client(srv.port, s, t_start, deadline) for s in streams[:n]))
         results = asyncio.run(go())
-        c1, w1 = cpu_seconds(srv.proc.pid), time.monotonic()
+        c1, w1, q1 = cpu_seconds(srv.proc.pid), time.monotonic(), run_delay(srv.proc.pid)
         hwm = proc_status(srv.proc.pid, "VmHWM")
         time.sleep(0.5)
         log = srv.text()
@@ -194,9 +208,19 @@ def run_n(n: int, streams, refs, args, tmp: Path) -> dict:
         srv.stop()
     processed = sum(int(m.group(1)) for m in re.finditer(r"closed by client; [\d.]+ s, \d+ session\(s\), (\d+) chunk",
                                                            log))
-    lat, serve_delay, model_delay = [], [], []
+    emitted = {}                                   # (client port, label, ms) -> server log wall time
+    for m in re.finditer(r"^(\S+ \S+) INFO conn \d+ 127\.0\.0\.1:(\d+): detection (\S+) score \S+ at ([\d.]+) s",
+                         log, re.M):
+        wall = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        emitted[(int(m.group(2)), m.group(3), int(round(float(m.group(4)) * 1000)))] = wall
+    lat, serve_delay, model_delay, server_delay = [], [], [], []
     missed = extra = equal = 0
     for s, r, ref in zip(streams[:n], results, refs[:n]):
+        for name, ts, _ in r["dets"]:                # server side: log line - actual send of the chunk holding ts
+            k = min(len(r["sent_wall"]) - 1, int(np.ceil(ts / 1000 / CHUNK_S - 1e-9)) - 1)
+            w = emitted.get((r["port"], name, ts))
+            if w is not None and k >= 0:
+                server_delay.append(1000 * (w - r["sent_wall"][k]))
         got = [(name, ts) for name, ts, _ in r["dets"]]
         equal += got == ref
         for name, ts, arrived in r["dets"]:
@@ -220,6 +244,9 @@ def run_n(n: int, streams, refs, args, tmp: Path) -> dict:
         "serving_delay_ms": {"p50": pct(serve_delay, 50), "p99": pct(serve_delay, 99),
                              "max": max(serve_delay, default=float("nan"))},
         "model_delay_ms": {"p50": pct(model_delay, 50), "p99": pct(model_delay, 99)},
+        "server_delay_ms": {"p50": pct(server_delay, 50), "p99": pct(server_delay, 99),
+                            "max": max(server_delay, default=float("nan")), "n": len(server_delay)},
+        "server_waited_for_cpu_pct": 100 * (q1 - q0) / (w1 - w0),
         "stop_to_pong_ms_max": max((r["stop_to_pong_ms"] or float("nan") for r in results), default=float("nan")),
         "server_cpu_pct": 100 * (c1 - c0) / (w1 - w0), "server_peak_rss_mb": hwm / 1024,
         "chunks_sent": sent, "chunks_late": sum(r["late"] for r in results),
@@ -315,19 +342,22 @@ def main() -> None:
           f"{meta['load_avg'][0]:.1f}; server pinned to core {args.server_cpu}; 16 kHz int16, 20 ms chunks, "
           f"{args.seconds:g} s per client)")
     hdr = (f"{'N':>4} {'words':>6} {'det':>5} {'miss':>5} {'extra':>5} {'=API':>5} {'lat p50':>8} {'lat p99':>8} "
-           f"{'srv p50':>8} {'srv p99':>8} {'CPU %':>6} {'RSS MB':>7} {'late':>5} {'drop':>5} {'err':>4}")
+           f"{'srv p50':>8} {'srv p99':>8} {'CPU %':>6} {'wait %':>6} {'RSS MB':>7} {'late':>5} {'drop':>5} {'err':>4}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        la, sd = r["latency_after_word_end_ms"], r["serving_delay_ms"]
+        la, sd = r["latency_after_word_end_ms"], r["server_delay_ms"]
         print(f"{r['clients']:>4} {r['words']:>6} {r['detections']:>5} {r['missed']:>5} {r['extra']:>5} "
               f"{r['equal_to_streaming_api']:>5} {la['p50']:>8.0f} {la['p99']:>8.0f} {sd['p50']:>8.0f} "
-              f"{sd['p99']:>8.0f} {r['server_cpu_pct']:>6.1f} {r['server_peak_rss_mb']:>7.0f} "
+              f"{sd['p99']:>8.0f} {r['server_cpu_pct']:>6.1f} {r['server_waited_for_cpu_pct']:>6.1f} "
+              f"{r['server_peak_rss_mb']:>7.0f} "
               f"{r['chunks_late']:>5} {r['chunks_dropped']:>5} {r['n_client_errors']:>4}")
     print("lat: detection arrival - word end sent (ms; includes the model's own delay, p50 "
           + ", ".join(f"{r['model_delay_ms']['p50']:.0f}" for r in rows)
-          + " ms); srv: arrival - detection timestamp sent (ms; queueing + processing); "
-            "=API: clients whose detections equal the streaming API's; late: chunks sent > 20 ms after schedule; "
+          + " ms; the clients' own lateness too); srv: server's detection log line - actual send of the chunk "
+            "holding the detection (ms; queueing + processing); CPU: server CPU, % of one core; wait: % of the time "
+            "the server's thread was runnable but not running (other load on its core); =API: clients whose "
+            "detections equal the streaming API's; late: chunks sent > 20 ms after schedule (client side); "
             "drop: sent - processed chunks")
     if cyc:
         print(f"{cyc['cycles']} connection cycles: RSS {cyc['rss_mb_after_warmup']:.1f} MB after warm-up -> "
