@@ -306,6 +306,7 @@ class Connection:
         self.spotters: dict = {}
         self.reason: str | None = None
         self.closing = False                     # set by the server's shutdown
+        self.warned_names = False
         self.proc: asyncio.Task | None = None
 
     def shutdown(self) -> None:
@@ -435,7 +436,8 @@ class Connection:
                 raise BadInput(f"detect: names must be a list of strings, got {names!r}")
             else:
                 unknown = [n for n in names if n not in self.svc.keywords]
-                if unknown:
+                if unknown and not self.warned_names:       # once per connection
+                    self.warned_names = True
                     log.warning(f"{self.tag()}: detect: not served here: {', '.join(map(repr, unknown))} "
                                 f"(serving {', '.join(self.svc.keywords)})")
                 self.names = [k for k in self.svc.keywords if k in names] if names else None
