@@ -625,15 +625,19 @@ def zeroconf_class():
     return HomeAssistantZeroconf
 
 
+def _check_zeroconf_host(host: str, port: int) -> None:
+    if host == "localhost" or host.startswith("127.") or host == "::1":
+        raise ServeError(f"--zeroconf: {host} is not reachable from other machines; "
+                         f"listen on tcp://0.0.0.0:{port} (or this machine's address)")
+
+
 async def _register_zeroconf(kind, where, server, name, factory=None):
     """Advertise `_wyoming._tcp` over mDNS like the Wyoming add-ons, so Home Assistant discovers it."""
     if kind != "tcp":
         raise ServeError("--zeroconf needs a tcp:// URI (Home Assistant connects over TCP)")
     host, port = where
     port = server.sockets[0].getsockname()[1]
-    if host in ("localhost",) or host.startswith("127.") or host == "::1":
-        raise ServeError(f"--zeroconf: {host} is not reachable from other machines; "
-                         f"listen on tcp://0.0.0.0:{port} (or this machine's address)")
+    _check_zeroconf_host(host, port)
     cls = factory or zeroconf_class()
     zc = cls(port=port, name=name, host=None if host in ("0.0.0.0", "::") else host)
     await zc.register_server()
@@ -661,11 +665,12 @@ def run_serve(args) -> int:
         raise ServeError(f"--workers must be in 0..64, got {args.workers}")
     if not (1 <= args.max_connections <= 65536):
         raise ServeError(f"--max-connections must be in 1..65536, got {args.max_connections}")
-    kind, _ = parse_uri(args.uri)
-    if args.zeroconf is not None:
+    kind, where = parse_uri(args.uri)
+    if args.zeroconf is not None:               # fail before loading the model
         if kind != "tcp":
             raise ServeError("--zeroconf needs a tcp:// URI (Home Assistant connects over TCP)")
-        zeroconf_class()                        # fail before loading the model
+        zeroconf_class()
+        _check_zeroconf_host(*where)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("asyncio").setLevel(logging.WARNING)

@@ -201,6 +201,12 @@ def test_zeroconf_missing_package_is_one_line(capsys, monkeypatch):
     assert "--zeroconf needs the zeroconf package" in error_line(capsys.readouterr().err)
 
 
+def test_zeroconf_on_loopback_is_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(S, "zeroconf_class", lambda: object)     # as if zeroconf were installed
+    assert main(["serve", "--uri", "tcp://127.0.0.1:10400", "--zeroconf"]) == 2
+    assert "not reachable from other machines" in error_line(capsys.readouterr().err)
+
+
 def test_zeroconf_registration_like_the_wyoming_addons():
     """--zeroconf registers `_wyoming._tcp` through wyoming's HomeAssistantZeroconf with the bound port;
     a fake stands in for it (no multicast from the test machine) and no socket is bound here."""
