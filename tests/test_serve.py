@@ -366,10 +366,10 @@ def compose(clips, words, gap_s=1.5, lead_s=0.5, tail_s=0.8, noise_db=-60.0, see
     return (x + rng.normal(0, 10 ** (noise_db / 20), x.size)).astype(np.float32), marks
 
 
-def reference(arr: np.ndarray, rate: int, keywords=None) -> list[tuple[str, int]]:
+def reference(arr: np.ndarray, rate: int, keywords=None, **overrides) -> list[tuple[str, int]]:
     """(label, ms) from the streaming API on exactly the samples sent, plus flush (as at audio-stop)."""
     from kws.stream import KeywordSpotter
-    sp = KeywordSpotter(sample_rate=rate, keywords=keywords)
+    sp = KeywordSpotter(sample_rate=rate, keywords=keywords, **overrides)
     dets = [d for i in range(0, len(arr), 4096) for d in sp.process(arr[i:i + 4096])] + sp.flush()
     return [(d.label, int(round(d.time * 1000))) for d in dets]
 
@@ -582,6 +582,32 @@ def test_serve_equals_kws_detect_on_the_same_recording(server, clips, tmp_path, 
         async with client(server) as c:
             return await run_session(c, sf.read(wav, dtype="int16")[0].astype("<i2").tobytes(), chunk_ms=20)
     assert dets_of(asyncio.run(go())) == detect and len(detect) >= 4
+
+
+@pytest.mark.slow
+def test_keywords_threshold_refractory_options(tmp_path, clips):
+    """--keywords, --threshold, --refractory as in `kws listen`: info offers only those keywords and the
+    detections are the streaming API's with the same settings."""
+    _need(str(REPO / "models" / "kws12_gru.pt"), is_file=True)
+    from wyoming.info import Describe, Info
+    srv = ServerProc(tmp_path / "serve.log", "--keywords", "stop,yes", "--threshold", "0.6", "--refractory", "0.4")
+    x, _ = compose(clips, ("yes", "left", "stop", "go", "yes"), gap_s=0.8)
+    payload, arr = pcm16(x)
+
+    async def go():
+        async with client(srv) as c:
+            await c.write_event(Describe().event())
+            info = Info.from_event(await asyncio.wait_for(c.read_event(), 10))
+            return info, await run_session(c, payload)
+    try:
+        info, events = asyncio.run(go())
+    finally:
+        assert srv.stop() == 0
+    assert [m.name for m in info.wake[0].models] == ["yes", "stop"]        # model order
+    ref = reference(arr, SR, keywords=["stop", "yes"], threshold=0.6, refractory_s=0.4)
+    assert ref and {w for w, _ in ref} <= {"yes", "stop"}
+    assert dets_of(events) == ref
+    assert "keywords yes,stop, threshold 0.6, refractory 0.4 s" in srv.text()
 
 
 # --------------------------------------------------------------------------- faults and bad input
