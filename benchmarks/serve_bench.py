@@ -1,7 +1,7 @@
 """Load benchmark of `kws serve`: N concurrent real-time Wyoming clients on loopback.
 
     python benchmarks/serve_bench.py [--clients 1,8,32,64] [--seconds 20] [--server-cpu 0]
-                                     [--cycles 200] [--json-out serve_bench.json]
+                                     [--cycles 200] [--json-out runs/serve_bench.json]
 
 For each N a fresh `kws serve` process listens on 127.0.0.1 (a free port); N clients (one asyncio
 process, the wyoming library's AsyncTcpClient) each stream `--seconds` of spoken keywords (espeak-ng,
@@ -308,7 +308,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="audio per client per run (<= 120)")
     ap.add_argument("--server-cpu", type=int, default=0, help="pin the server to this core (-1: no pinning)")
     ap.add_argument("--cycles", type=int, default=200, help="connection cycles for the memory check (0: skip)")
-    ap.add_argument("--json-out", default="serve_bench.json")
+    ap.add_argument("--json-out", default=str(ROOT / "runs" / "serve_bench.json"), help="(runs/ is git-ignored)")
     args = ap.parse_args()
     args.seconds = min(max(args.seconds, 5.0), 120.0)
     if args.server_cpu < 0:
@@ -363,6 +363,7 @@ def main() -> None:
         print(f"{cyc['cycles']} connection cycles: RSS {cyc['rss_mb_after_warmup']:.1f} MB after warm-up -> "
               + ", ".join(f"{v:.1f}" for v in cyc["rss_mb_every_50"])
               + f" MB (growth {cyc['rss_growth_mb']:+.1f} MB); open fds {cyc['fds_before']} -> {cyc['fds_after']}")
+    Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json_out).write_text(json.dumps({"meta": meta, "runs": rows, "cycles": cyc}, indent=2))
     print(f"wrote {args.json_out}")
 
