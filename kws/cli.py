@@ -19,6 +19,7 @@ COMMANDS = {
     "eval-stream": "kws.stream_eval",
     "train": "kws.train",
     "export": "kws.export",
+    "serve": "kws.serve",
 }
 
 
