@@ -66,7 +66,7 @@ def test_run_all_smoke(tmp_path):
            "per_keyword": 6, "unknown": 6, "silence": 6, "real_unknown": 0}
     rc = run_all.main(["--kws-model", str(model), "--synth", str(tmp_path / "synth"), "--real", str(tmp_path / "real"),
                        "--streams", str(st), "--dev-streams", str(st), "--speed-seconds", "2", "--cache", str(tmp_path / "cache"),
-                       "--out", str(out), "--oww-train", json.dumps(oww)])
+                       "--out", str(out), "--oww-train", json.dumps(oww), "--sc-val", ""])
     assert rc == 0
     rep = json.loads((out / "results.json").read_text())
     assert set(rep["results"]) == {"kws", "pocketsphinx", "openwakeword"}
@@ -80,6 +80,15 @@ def test_run_all_smoke(tmp_path):
     md = (out / "results.md").read_text()
     assert "| kws |" in md and "| pocketsphinx |" in md and "command:" in md
     assert (out / "results.png").stat().st_size > 1000
+    # --reuse: the peers' results come back from the cache unchanged, without rerunning them
+    out2 = tmp_path / "out2"
+    rc = run_all.main(["--kws-model", str(model), "--synth", str(tmp_path / "synth"), "--real", str(tmp_path / "real"),
+                       "--streams", str(st), "--dev-streams", str(st), "--speed-seconds", "2", "--cache", str(tmp_path / "cache"),
+                       "--out", str(out2), "--sc-val", "", "--systems", "pocketsphinx", "--reuse", "pocketsphinx"])
+    assert rc == 0
+    again = json.loads((out2 / "results.json").read_text())["results"]["pocketsphinx"]
+    assert again.pop("reused") is True
+    assert again["clips"] == rep["results"]["pocketsphinx"]["clips"] and again["speed"] == rep["results"]["pocketsphinx"]["speed"]
 
 
 def test_missing_peer_is_reported(tmp_path, monkeypatch):
@@ -87,7 +96,7 @@ def test_missing_peer_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(run_all, "missing_modules", lambda mods: list(mods))
     _corpus(tmp_path / "synth", ["yes", "bed"], 1, "testing_list.txt", 1)
     out = tmp_path / "out"
-    rc = run_all.main(["--kws-model", str(tmp_path / "none.pt"), "--synth", str(tmp_path / "synth"), "--real", "",
+    rc = run_all.main(["--kws-model", str(tmp_path / "none.pt"), "--synth", str(tmp_path / "synth"), "--real", "", "--sc-val", "",
                        "--streams", "", "--dev-streams", "", "--systems", "pocketsphinx,openwakeword", "--cache", str(tmp_path / "c"),
                        "--out", str(out)])
     assert rc == 0

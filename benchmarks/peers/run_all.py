@@ -64,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--oww-train", default=None, metavar="JSON",
                    help="override the openWakeWord head's training data: JSON object with keys synth, real_words, "
                         "noise, per_keyword, unknown, silence, real_unknown (see peer_openwakeword.py)")
+    p.add_argument("--reuse", default="", metavar="SYSTEMS",
+                   help="comma list of systems whose results from an earlier run with the same --cache are "
+                        "reused instead of rerun (e.g. rerun only kws after retraining it)")
     p.add_argument("--out", default=str(HERE), help="folder for results.md / results.json / results.png")
     return p.parse_args(argv)
 
@@ -132,7 +135,7 @@ def table(results: dict, setnames) -> str:
     head = ["system"]
     for s in setnames:
         head += [f"{s} 12-class", f"{s} keyword"]
-    head += ["stream FRR @≤0.5 FA/h (sweep)", "FA/h", "threshold", "latency p50 (s)", "FRR @≤5 FA/h",
+    head += ["stream FRR @≤0.5 FA/h (sweep)", "FA/h", "threshold", "latency p50 (s)", "FRR @≤2 FA/h", "FRR @≤5 FA/h",
              "dev-chosen thr → test FRR / FA/h", "RTF (1 core)",
              "chunk ms p50 / p99", "peak RSS (MB)", "size on disk (MB)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -151,8 +154,9 @@ def table(results: dict, setnames) -> str:
         else:
             row += [fmt(op and op["frr"], True), fmt(op and op["fa_per_hour"], nd=2), str(op["threshold"]) if op else "-",
                     fmt(op and op["latency_median_s"], nd=2)]
-        op5 = r.get("op_5fa")
-        row.append(f"{fmt(op5['frr'], True)} (thr {op5['threshold']})" if op5 else ("none" if st else "-"))
+        for key in ("op_2fa", "op_5fa"):
+            o = r.get(key)
+            row.append(f"{fmt(o['frr'], True)} (thr {o['threshold']})" if o else ("none" if st else "-"))
         dc = r.get("dev_chosen")
         if dc and dc.get("test"):
             row.append(f"{dc['threshold']} → {fmt(dc['test']['frr'], True)} / {fmt(dc['test']['fa_per_hour'], nd=2)}")
@@ -222,6 +226,7 @@ def main(argv=None) -> int:
         print(f"unknown system(s): {', '.join(bad)} (known: {', '.join(SYSTEMS)})", file=sys.stderr)
         return 2
     notes = []
+    reuse = {s.strip() for s in a.reuse.split(",") if s.strip()}
     kws_model = a.kws_model
     if kws_model is None:
         kws_model = DEFAULT_MODEL
@@ -266,6 +271,19 @@ def main(argv=None) -> int:
             C.log(f"kws: model not found: {kws_model}")
             continue
         extra = ["--kws-model", kws_model] if name == "kws" else []
+        if name in reuse:
+            saved = [cache / "results" / f"{name}_{m}.json" for m in ("eval", "speed")]
+            if not saved[0].exists():
+                results[name] = {"status": f"--reuse: no earlier result {saved[0]}"}
+                continue
+            r = json.loads(saved[0].read_text())
+            r["status"] = "ok"
+            r["reused"] = True
+            if saved[1].exists():
+                r["speed"] = json.loads(saved[1].read_text())
+            results[name] = r
+            C.log(f"{name}: reused {saved[0]}")
+            continue
         r, err, el = run_peer(name, script, "eval", inputs_json, cache / "results" / f"{name}_eval.json", extra, cache)
         if r is None:
             results[name] = {"status": f"failed: {err}"}
@@ -283,6 +301,7 @@ def main(argv=None) -> int:
         if r.get("status") != "ok" or not r.get("streams"):
             continue
         r["op_5fa"] = operating_point(r["streams"]["sweep"], 5.0)
+        r["op_2fa"] = operating_point(r["streams"]["sweep"], 2.0)
         dop = (r.get("streams_dev") or {}).get("operating_point")
         if dop is not None:
             test_row = next((x for x in r["streams"]["sweep"] if x["threshold"] == dop["threshold"]), None)
@@ -318,7 +337,8 @@ def main(argv=None) -> int:
             md.append(f"- **{n}: {r['status']}**")
     md += ["", "## Inputs", ""]
     for s, i in set_info.items():
-        md.append(f"- `{s}`: {i['n']} clips ({i['n_keyword']} keyword clips) from `{i['root']}` testing split; "
+        md.append(f"- `{s}`: {i['n']} clips ({i['n_keyword']} keyword clips) from `{i['root']}` "
+                  f"{'validation' if s == 'sc_val' else 'testing'} split; "
                   + ", ".join(f"{k} {v}" for k, v in i["by_label"].items()))
     if streams:
         md.append(f"- streams: `{streams}`, {st_hours} h, {st_occ} keyword occurrences" if st_hours else f"- streams: `{streams}`")
