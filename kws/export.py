@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import arith
 from .errors import KwsError
 from .modelfile import DEFAULT_MODEL, load_bundle
 
@@ -19,8 +20,8 @@ from .modelfile import DEFAULT_MODEL, load_bundle
 class StreamingStep(nn.Module):
     """One model output: frames [1, stack, n_mfcc], state [layers, 1, hidden] -> (posteriors [1, C], state).
 
-    The GRU cell is written out with plain matrix products (same equations as torch.nn.GRU), so the
-    graph uses only MatMul/Sigmoid/Tanh: onnxruntime's fused GRU kernel differed from torch by ~1e-2
+    The GRU cell is `arith.gru_layer` (the numpy engine's own lines; same equations as torch.nn.GRU),
+    so the graph uses only MatMul/Tanh: onnxruntime's fused GRU kernel differed from torch by ~1e-2
     here, and a one-step graph runs on any runtime, which calls it once per `stack` frames."""
 
     def __init__(self, model):
@@ -33,21 +34,12 @@ class StreamingStep(nn.Module):
 
     def forward(self, frames: torch.Tensor, state: torch.Tensor):
         m = self.model
-        x = ((frames - m.feat_mean) / m.feat_std).reshape(1, -1)
+        x = arith.normalize_stack(frames, m.feat_mean, m.feat_std, m.cfg.stack)     # [1, 1, stack * F]
         new = []
         for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.layers):
-            h = state[k]
-            gi = x @ w_ih.T + b_ih
-            gh = h @ w_hh.T + b_hh
-            i_r, i_z, i_n = gi.chunk(3, dim=-1)
-            h_r, h_z, h_n = gh.chunk(3, dim=-1)
-            r = torch.sigmoid(i_r + h_r)
-            z = torch.sigmoid(i_z + h_z)
-            n = torch.tanh(i_n + r * h_n)
-            h = (1 - z) * n + z * h
+            x, h = arith.gru_layer(torch, x, state[k], w_ih.T, w_hh.T, b_ih, b_hh)
             new.append(h)
-            x = h
-        return torch.softmax(m.head(x), dim=-1), torch.stack(new)
+        return arith.softmax(torch, m.head(x[:, 0])), torch.stack(new)
 
 
 def example_inputs(bundle):

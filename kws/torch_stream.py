@@ -1,0 +1,41 @@
+"""The torch path of KeywordSpotter (backend="torch"): the torch MFCC and GRUClassifier.step, as kws ran
+before the numpy engine. Kept as the reference the benchmarks and equivalence tests measure the
+engine against; the product never imports it."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class TorchNet:
+    """GRUClassifier.step with numpy frames in and numpy posteriors out (the state stays a tensor)."""
+
+    def __init__(self, model):
+        self.model = model.eval()
+        self.cfg = model.cfg
+
+    def initial_state(self, batch: int = 1):
+        return self.model.initial_state(batch)
+
+    def step(self, frames: np.ndarray, state):
+        post, state = self.model.step(torch.from_numpy(frames), state)
+        return post.numpy(), state
+
+
+class TorchFeatures:
+    def __init__(self, fcfg):
+        from .features_torch import MFCC, TorchStreamingMFCC
+        self.stream = TorchStreamingMFCC(MFCC(fcfg))
+
+    def reset(self) -> None:
+        self.stream.reset()
+
+    def __call__(self, chunk: np.ndarray) -> np.ndarray:
+        return self.stream(torch.from_numpy(chunk)).numpy()
+
+
+def torch_parts(model):
+    """-> (bundle, net, streaming features) for a Bundle, a .pt path or None (the shipped .pt)."""
+    from .modelfile import Bundle, load_bundle
+    bundle = model if isinstance(model, Bundle) else load_bundle(model)
+    return bundle, TorchNet(bundle.model), TorchFeatures(bundle.features)
