@@ -32,20 +32,24 @@ def sigmoid(xp, x):
 
 
 def gru_layer(xp, x, h, w_ih_t, w_hh_t, b_ih, b_hh):
-    """One GRU layer (torch.nn.GRU's equations, gates in r, z, n order) over x [B, T, D] from state
-    h [B, H] -> (outputs [B, T, H], last state [B, H]). w_ih_t/w_hh_t are the transposed weights.
-    The input projections of all T steps are one matrix product; only the recurrence loops."""
+    """One GRU layer (torch.nn.GRU's equations, gates in r, z, n order) over x [B, T, D] (T >= 1) from
+    state h [B, H] -> (outputs [B, T, H], last state [B, H]). w_ih_t/w_hh_t are the transposed weights.
+
+    Written for batch-1 streaming, where each array operation costs about a microsecond whatever its
+    size: the input projections of all T steps are one product, the recurrent biases of r and z are
+    added there once, and a step is one product and eleven element-wise operations."""
     H = h.shape[-1]
     gi = x @ w_ih_t + b_ih
+    gi_rz = gi[:, :, : 2 * H] + b_hh[: 2 * H]
+    gi_n, b_hn = gi[:, :, 2 * H:], b_hh[2 * H:]
     outs = []
     for t in range(x.shape[1]):
-        g = gi[:, t]
-        gh = h @ w_hh_t + b_hh
-        rz = sigmoid(xp, g[:, : 2 * H] + gh[:, : 2 * H])
-        n = xp.tanh(g[:, 2 * H:] + rz[:, :H] * gh[:, 2 * H:])
+        gh = h @ w_hh_t
+        rz = sigmoid(xp, gi_rz[:, t] + gh[:, : 2 * H])
+        n = xp.tanh(gi_n[:, t] + rz[:, :H] * (gh[:, 2 * H:] + b_hn))
         h = n + rz[:, H:] * (h - n)          # = (1 - z) * n + z * h
         outs.append(h)
-    return (xp.stack(outs, 1) if outs else x[:, :0, :0] + h[:, None, :0]), h
+    return xp.stack(outs, 1), h
 
 
 def softmax(xp, logits):

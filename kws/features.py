@@ -112,24 +112,30 @@ class NumpyMFCC:
     def from_frames(self, frames: np.ndarray) -> np.ndarray:
         if frames.shape[-2] == 0:
             return np.zeros((*frames.shape[:-1], self.cfg.n_mfcc), np.float32)
-        out = arith.mfcc_from_frames(np, frames.astype(np.float64), self.window, self.mel_fb_t, self.dct,
-                                     self.cfg.log_floor)
+        out = arith.mfcc_from_frames(np, frames.astype(np.float64, copy=False), self.window, self.mel_fb_t,
+                                     self.dct, self.cfg.log_floor)
         return out.astype(np.float32)
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
-        wave = np.asarray(wave)
-        n = self.n_frames(wave.shape[-1])
-        if n == 0:
-            return np.zeros((*wave.shape[:-1], 0, self.cfg.n_mfcc), np.float32)
-        frames = np.lib.stride_tricks.sliding_window_view(wave, self.cfg.n_fft, axis=-1)[..., :: self.cfg.hop, :]
-        return self.from_frames(frames[..., :n, :])
+        return self.from_frames(frame_view(np.asarray(wave), self.cfg.n_fft, self.cfg.hop))
+
+
+def frame_view(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """[..., N] -> [..., n_frames, n_fft] strided view (no copy), center=False: a frame exists once
+    n_fft samples have arrived."""
+    n = max(0, (x.shape[-1] - n_fft) // hop + 1)
+    if n == 0:
+        return np.zeros((*x.shape[:-1], 0, n_fft), x.dtype)
+    return np.lib.stride_tricks.as_strided(x, shape=(*x.shape[:-1], n, n_fft),
+                                           strides=(*x.strides[:-1], hop * x.strides[-1], x.strides[-1]),
+                                           writeable=False)
 
 
 class StreamingMFCC:
     """Feeds any-length chunks; returns the MFCC frames [T, n_mfcc] completed by each chunk.
 
-    Carries the samples of the last partial window between calls, so the concatenation of all
-    outputs equals `NumpyMFCC(cfg)(whole_signal)` for any chunking.
+    Carries the samples of the last partial window between calls (in float64, the features' own
+    precision), so the concatenation of all outputs equals `NumpyMFCC(cfg)(whole_signal)` for any chunking.
     """
 
     def __init__(self, mfcc: NumpyMFCC | FeatureConfig | None = None):
@@ -137,7 +143,7 @@ class StreamingMFCC:
         self.reset()
 
     def reset(self) -> None:
-        self._buf = np.zeros(0, np.float32)
+        self._buf = np.zeros(0, np.float64)
         self.frames_emitted = 0
 
     def __call__(self, chunk) -> np.ndarray:
@@ -147,8 +153,8 @@ class StreamingMFCC:
         if n == 0:
             self._buf = buf
             return np.zeros((0, cfg.n_mfcc), np.float32)
-        out = self.mfcc(buf[: (n - 1) * cfg.hop + cfg.n_fft])
-        self._buf = buf[n * cfg.hop:].copy()
+        out = self.mfcc.from_frames(frame_view(buf, cfg.n_fft, cfg.hop))
+        self._buf = buf[n * cfg.hop:]
         self.frames_emitted += n
         return out
 
