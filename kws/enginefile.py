@@ -140,3 +140,33 @@ def load_model(path: str | Path | None = None) -> EngineModel:
                              f"it once where torch is installed: kws export --format npz --model {path}") from None
     from .modelfile import load_bundle
     return from_bundle(load_bundle(path))
+
+
+def as_engine_model(model) -> EngineModel:
+    """An EngineModel as is; a torch Bundle converted; a path (or None: the shipped model) loaded."""
+    if isinstance(model, EngineModel):
+        return model
+    if hasattr(model, "model") and hasattr(model, "features"):     # a torch Bundle
+        return from_bundle(model)
+    return load_model(model)
+
+
+def to_bundle(m: EngineModel):
+    """Back to a torch Bundle (needs torch): the arrays are the state_dict, by name."""
+    from .errors import require
+    torch = require("torch", "writing a .pt model file")
+    from .model import GRUClassifier
+    from .modelfile import Bundle
+    model = GRUClassifier(m.cfg)
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in m.arrays.items()})
+    return Bundle(model=model.eval(), features=m.features, labels=list(m.labels), detector=dict(m.detector),
+                  meta=dict(m.meta))
+
+
+def save_model(m: EngineModel, path: str | Path) -> None:
+    """.npz: the engine file alone; any other name: a .pt (needs torch) with its .npz beside."""
+    if Path(path).suffix == ".npz":
+        save_engine(m, path)
+    else:
+        from .modelfile import save_bundle
+        save_bundle(to_bundle(m), path)

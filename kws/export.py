@@ -1,4 +1,5 @@
-"""`kws export`: the streaming step as ONNX or TorchScript, for runtimes without kws (or without torch).
+"""`kws export`: the model as the engine's .npz (`--format npz`: what kws itself runs on, see
+enginefile.py), or the streaming step as ONNX or TorchScript, for runtimes without kws.
 
 The exported graph is the model's `step`: normalised MFCC frames and GRU state in, posteriors and new
 state out. Feature extraction stays outside (see examples/onnx_stream.py for a numpy version), because
@@ -76,17 +77,24 @@ def _write_sidecar(bundle, path: Path) -> None:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="export the streaming step to ONNX or TorchScript")
-    p.add_argument("--model", default=None, help="model file (default: the shipped model)")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--out", default=None, help="output file (default: next to the model, .onnx / .ts.pt)")
+    p = sub.add_parser("export", help="convert a .pt model to the engine's .npz, or export ONNX / TorchScript")
+    p.add_argument("--model", default=None, help="model file (default: the shipped models/kws12_gru.pt)")
+    p.add_argument("--format", choices=["npz", "onnx", "torchscript"], default="onnx",
+                   help="npz: the torch-free file kws listen/detect/eval run on (regenerate it after "
+                        "replacing a .pt); onnx/torchscript: the streaming step (default onnx)")
+    p.add_argument("--out", default=None, help="output file (default: next to the model, .npz / .onnx / .ts.pt)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     bundle = load_bundle(args.model)
     src = Path(args.model) if args.model else DEFAULT_MODEL
-    out = Path(args.out) if args.out else src.with_suffix(".onnx" if args.format == "onnx" else ".ts.pt")
+    suffix = {"npz": ".npz", "onnx": ".onnx", "torchscript": ".ts.pt"}[args.format]
+    out = Path(args.out) if args.out else src.with_suffix(suffix)
+    if args.format == "npz":
+        from .enginefile import save_engine
+        print(f"wrote {save_engine(bundle, out)}")
+        return 0
     path = export_onnx(bundle, out) if args.format == "onnx" else export_torchscript(bundle, out)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0

@@ -19,7 +19,7 @@ import numpy as np
 
 from .audio import TARGET_RATE, StreamResampler, sanitize, to_float_mono
 from .data.index import NON_KEYWORDS
-from .enginefile import EngineModel, from_bundle, load_model
+from .enginefile import EngineModel, as_engine_model
 from .features import StreamingMFCC
 from .modelfile import Bundle
 
@@ -91,8 +91,7 @@ class KeywordSpotter:
             from .torch_stream import torch_parts
             self.bundle, self.net, self.features = torch_parts(model)
         elif backend == "engine":
-            self.bundle = (model if isinstance(model, EngineModel) else
-                           from_bundle(model) if isinstance(model, Bundle) else load_model(model))
+            self.bundle = as_engine_model(model)
             self.net, self.features = self.bundle.engine, StreamingMFCC(self.bundle.features)
         else:
             raise ValueError(f"unknown backend {backend!r} (engine or torch)")
