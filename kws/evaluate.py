@@ -79,7 +79,7 @@ def detect_file(spotter, path, chunk_s: float = 0.1):
 
 
 def cmd_detect(args) -> int:
-    from .audio import AudioError, info
+    from .audio import AudioError, info, wav_promised_frames
     from .stream import KeywordSpotter
     _check_threshold(args.threshold)
     if args.chunk_ms <= 0:
@@ -91,7 +91,7 @@ def cmd_detect(args) -> int:
     failed = 0
     for f in files:
         try:
-            sr = info(f)[0]
+            sr, _ch, frames = info(f)
             if sr not in spotters:
                 try:
                     spotters[sr] = KeywordSpotter(bundle, sample_rate=sr, keywords=keywords, threshold=args.threshold)
@@ -104,6 +104,13 @@ def cmd_detect(args) -> int:
                     print(json.dumps({"file": str(f), **d.to_dict()}), flush=True)
                 else:
                     print(f"{f}  {d.time:8.2f}s  {d.label:<10s} {d.score:.2f}", flush=True)
+            promised = wav_promised_frames(f)
+            if promised is not None and promised > frames:
+                _warn(f"{f}: header promises {promised / sr:.2f} s ({promised} samples), the file holds "
+                      f"{frames / sr:.2f} s ({frames}): processed what is there (truncated recording?)")
+            if n == 0:     # say so: silence must not look like "did not run" (JSON: stdout stays detections only)
+                line = f"{f}  no keyword detected in {frames / sr:.2f} s of audio"
+                print(f"kws: {line}" if args.json else line, file=sys.stderr if args.json else sys.stdout, flush=True)
         except AudioError as e:
             if len(files) == 1:
                 raise
