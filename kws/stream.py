@@ -10,10 +10,9 @@ the equivalence tests (torch_stream.py).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import os
 
 import numpy as np
 

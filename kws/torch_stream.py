@@ -35,7 +35,14 @@ class TorchFeatures:
 
 
 def torch_parts(model):
-    """-> (bundle, net, streaming features) for a Bundle, a .pt path or None (the shipped .pt)."""
+    """-> (bundle, net, streaming features) for a Bundle, an EngineModel or a model path (.pt or .npz;
+    None: the shipped .pt)."""
+    from .enginefile import EngineModel, as_engine_model, to_bundle
     from .modelfile import Bundle, load_bundle
-    bundle = model if isinstance(model, Bundle) else load_bundle(model)
+    if isinstance(model, Bundle):
+        bundle = model
+    elif model is None or (not isinstance(model, EngineModel) and not str(model).endswith(".npz")):
+        bundle = load_bundle(model)
+    else:
+        bundle = to_bundle(as_engine_model(model))
     return bundle, TorchNet(bundle.model), TorchFeatures(bundle.features)
