@@ -49,7 +49,7 @@ def gru_layer(xp, x, h, w_ih_t, w_hh_t, b_ih, b_hh):
         n = xp.tanh(gi_n[:, t] + rz[:, :H] * (gh[:, 2 * H:] + b_hn))
         h = n + rz[:, H:] * (h - n)          # = (1 - z) * n + z * h
         outs.append(h)
-    return xp.stack(outs, 1), h
+    return (outs[0][:, None] if len(outs) == 1 else xp.stack(outs, 1)), h
 
 
 def softmax(xp, logits):

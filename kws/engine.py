@@ -25,12 +25,17 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple]:
 
 
 def check_arrays(cfg: ModelConfig, arrays: dict) -> None:
-    """ValueError naming the first missing or misshapen array."""
-    for name, shape in expected_shapes(cfg).items():
+    """ValueError naming the first missing, misshapen or unknown array. Unknown ones are refused, not
+    ignored: a model that grew a part the engine does not compute must fail here, not run without it."""
+    shapes = expected_shapes(cfg)
+    for name, shape in shapes.items():
         if name not in arrays:
             raise ValueError(f"missing array {name}")
         if tuple(arrays[name].shape) != shape:
             raise ValueError(f"{name} has shape {tuple(arrays[name].shape)}, the model config needs {shape}")
+    extra = sorted(set(arrays) - set(shapes))
+    if extra:
+        raise ValueError(f"array {extra[0]} is not part of the model the engine runs")
 
 
 class Engine:

@@ -4,6 +4,7 @@ Every per-frame posterior of the engine's KeywordSpotter equals the torch path's
 chunk partitions and through the resampler, for the shipped model and random ones of other shapes;
 the shipped .npz is what converting the shipped .pt gives; the engine runs with torch unimportable.
 """
+import json
 import subprocess
 import sys
 
@@ -139,7 +140,8 @@ def test_engine_runs_with_torch_unimportable():
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-@pytest.mark.parametrize("case", ["empty", "truncated", "not_kws", "no_header", "version", "wrong_shape", "pickled"])
+@pytest.mark.parametrize("case", ["empty", "truncated", "not_kws", "no_header", "version", "wrong_shape", "pickled",
+                                  "unknown_array"])
 def test_bad_engine_files_raise_one_clear_error(tmp_path, case):
     p = tmp_path / "m.npz"
     save_engine(random_bundle(), p)
@@ -153,12 +155,13 @@ def test_bad_engine_files_raise_one_clear_error(tmp_path, case):
     elif case == "no_header":
         np.savez(p, **m.arrays)
     elif case in ("version", "wrong_shape"):
-        import json
         h = header(m)
         h["format_version" if case == "version" else "model"] = 99 if case == "version" else {**h["model"], "hidden": 32}
         np.savez(p, __kws__=np.array(json.dumps(h)), **m.arrays)
     elif case == "pickled":
         np.savez(p, __kws__=np.array([{"format": "kws-engine"}], dtype=object), **m.arrays)
+    elif case == "unknown_array":      # a part the engine would silently skip
+        np.savez(p, __kws__=np.array(json.dumps(header(m))), **m.arrays, **{"norm.weight": np.ones(3, np.float32)})
     with pytest.raises(ModelFileError) as e:
         load_model(p)
     msg = str(e.value)
