@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install kws on a fresh Debian/Ubuntu machine: system audio libraries, a virtual environment in
-# .venv, the package with its test tools, and librosa's numba cache (its first call compiles ~40 s).
+# .venv, the package with everything (run time, training extra kws[train], test tools), and librosa's
+# numba cache (its first call compiles ~40 s). The run time alone is `pip install .` (no torch).
 # Re-running is safe. Without root/sudo the apt step is skipped with a note.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -25,7 +26,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # torch is pinned to the CPU wheel: an unpinned torch pulls a multi-GB CUDA build.
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[train,dev]'
 # librosa (the test reference) compiles numba kernels on first use; do it once here, not in the tests.
 .venv/bin/python -c "import numpy as np, librosa; librosa.feature.mfcc(y=np.zeros(16000, np.float32), sr=16000)"
 echo "install.sh: done. Try: .venv/bin/kws listen   (or: .venv/bin/kws --help)"

@@ -1,11 +1,15 @@
-"""Steady-state cost of `kws listen` on a live input: CPU (% of one core) and peak RSS.
+"""Steady-state cost of `kws listen` on a live input, torch path vs the engine: CPU (% of one core), peak RSS
+and start-up time, side by side in one run.
 
-    python benchmarks/listen_bench.py [--seconds 30] [--block-ms 50]
+    python benchmarks/listen_bench.py [--seconds 30] [--block-ms 100] [--rate 44100] [--python PY]
 
 Starts a private PulseAudio server with a virtual microphone (tests/pulse.py; needs the Debian
-packages pulseaudio, pulseaudio-utils, libasound2-plugins, libportaudio2), runs `kws listen --json`
-on it, waits until it is listening, then samples the process's CPU time over `--seconds`: start-up
-(imports, model load) is left out, as a user leaving it running would see it.
+packages pulseaudio, pulseaudio-utils, libasound2-plugins, libportaudio2) at --rate, then for each
+backend runs `kws listen --json` on it (KWS_BACKEND=torch: the torch MFCC and model, as kws ran before
+the engine; engine: what kws runs), records the time from launch to its "listening" line (start-up:
+interpreter, imports, model load, audio stream open), waits 2 s, and samples the process's CPU time
+over --seconds: start-up is left out of the CPU figure, as a user leaving it running would see it.
+--python runs kws with another interpreter, e.g. a base install without torch (engine only there).
 """
 import argparse
 import os
@@ -24,29 +28,47 @@ def cpu_seconds(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def measure(mic, python: str, backend: str, args) -> dict:
+    cmd = [python, "-m", "kws", "listen", "--json", "--block-ms", str(args.block_ms)]
+    if args.model:
+        cmd += ["--model", args.model]
+    env = {**os.environ, **mic.env, "KWS_BACKEND": backend}
+    t_launch = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    line = p.stderr.readline()              # "kws: listening to ..." once the stream runs
+    startup = time.perf_counter() - t_launch
+    if "listening" not in line:
+        p.kill()
+        raise SystemExit(f"{backend}: kws listen did not start: {line.strip()} {p.stderr.read()[-500:]}")
+    time.sleep(2.0)
+    c0, t0 = cpu_seconds(p.pid), time.time()
+    time.sleep(args.seconds)
+    c1, t1 = cpu_seconds(p.pid), time.time()
+    hwm = [l for l in open(f"/proc/{p.pid}/status") if l.startswith("VmHWM")][0].split()[1]
+    p.terminate()
+    p.wait(timeout=10)
+    return {"line": line.strip(), "startup_s": startup, "cpu_pct": 100 * (c1 - c0) / (t1 - t0),
+            "rss_mb": int(hwm) / 1024, "seconds": t1 - t0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--block-ms", type=float, default=50.0)
+    ap.add_argument("--block-ms", type=float, default=100.0)
+    ap.add_argument("--rate", type=int, default=44100, help="virtual microphone rate (default 44100: resampled)")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--backends", default="torch,engine")
+    ap.add_argument("--python", default=sys.executable, help="interpreter that runs kws (default: this one)")
     args = ap.parse_args()
-    with VirtualMic() as mic:
-        cmd = [sys.executable, "-m", "kws.cli", "listen", "--json", "--block-ms", str(args.block_ms)]
-        if args.model:
-            cmd += ["--model", args.model]
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, **mic.env})
-        line = p.stderr.readline()              # "kws: listening to ..." once the stream runs
-        time.sleep(2.0)
-        c0, t0 = cpu_seconds(p.pid), time.time()
-        time.sleep(args.seconds)
-        c1, t1 = cpu_seconds(p.pid), time.time()
-        hwm = [l for l in open(f"/proc/{p.pid}/status") if l.startswith("VmHWM")][0].split()[1]
-        p.terminate()
-        p.wait(timeout=10)
-    print(line.strip())
-    print(f"block {args.block_ms:g} ms: CPU {100 * (c1 - c0) / (t1 - t0):.1f}% of one core over {t1 - t0:.0f} s; "
-          f"peak RSS {int(hwm) / 1024:.0f} MB")
+    rows = {}
+    with VirtualMic(rate=args.rate) as mic:
+        for backend in args.backends.split(","):
+            rows[backend] = measure(mic, args.python, backend, args)
+    print(next(iter(rows.values()))["line"])
+    print(f"block {args.block_ms:g} ms, {args.rate} Hz input, {args.seconds:g} s sampled, python {args.python}")
+    print(f"{'path':<8}{'CPU % of one core':>19}{'peak RSS MB':>13}{'start-up to listening s':>25}")
+    for name, r in rows.items():
+        print(f"{name:<8}{r['cpu_pct']:>19.2f}{r['rss_mb']:>13.0f}{r['startup_s']:>25.2f}")
 
 
 if __name__ == "__main__":

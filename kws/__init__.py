@@ -1,8 +1,19 @@
-"""kws: a streaming keyword spotter. Audio -> features -> model -> stream -> cli."""
-from .errors import KwsError
-from .modelfile import Bundle, ModelFileError, load_bundle, save_bundle
-from .stream import Detection, DetectorConfig, KeywordSpotter
+"""kws: a streaming keyword spotter. Audio -> features -> model -> stream -> cli.
 
-__all__ = ["KeywordSpotter", "Detection", "DetectorConfig", "Bundle", "load_bundle", "save_bundle",
-           "KwsError", "ModelFileError"]
+The names below are imported on first use, so `kws --help` and `import kws.cli` stay light and the
+CLI can set thread counts before numpy loads; none of them needs torch.
+"""
+from importlib import import_module
+
+_WHERE = {"KeywordSpotter": "stream", "Detection": "stream", "DetectorConfig": "stream",
+          "Bundle": "modelfile", "load_bundle": "modelfile", "save_bundle": "modelfile", "ModelFileError": "modelfile",
+          "EngineModel": "enginefile", "load_model": "enginefile", "save_engine": "enginefile",
+          "KwsError": "errors"}
+__all__ = list(_WHERE)
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

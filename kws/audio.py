@@ -77,6 +77,35 @@ def info(path: str | Path) -> tuple[int, int, int]:
         return f.samplerate, f.channels, f.frames
 
 
+def wav_promised_frames(path: str | Path) -> int | None:
+    """Sample frames a RIFF/WAVE header's data chunk promises (None: not a plain WAV, or size unknown).
+    libsndfile quietly clamps its frame count to what the file holds, so a truncated recording (an
+    interrupted write) is only visible here."""
+    import struct
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            align = None
+            while True:
+                ch = fh.read(8)
+                if len(ch) < 8:
+                    return None
+                cid, size = ch[:4], struct.unpack("<I", ch[4:])[0]
+                if cid == b"fmt ":
+                    fmt = fh.read(size + (size & 1))
+                    align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+                elif cid == b"data":
+                    if not align or size in (0, 0xFFFFFFFF):     # streamed WAVs leave the size open
+                        return None
+                    return size // align
+                else:
+                    fh.seek(size + (size & 1), 1)
+    except OSError:
+        return None
+
+
 def read_blocks(path: str | Path, block_s: float = 1.0) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (float32 mono block, sample_rate) pieces of a file; memory stays flat on long files."""
     with _open(path) as f:

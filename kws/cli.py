@@ -1,5 +1,7 @@
-"""`kws` command line. Each subcommand lives in its own module exposing `add_parser(sub)`;
-the module is imported only when needed so `kws --help` stays fast."""
+"""`kws` command line (also `python -m kws`). Each subcommand lives in its own module exposing
+`add_parser(sub)`; the module is imported only when needed so `kws --help` stays fast. A command whose
+module needs the training extra (torch, ...) that is not installed still shows in the help and says
+so in one line when run."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +10,12 @@ import os
 import signal
 import sys
 
-from .errors import KwsError
+# Small arrays: BLAS thread pools cost more than they save (see README, benchmarks/). Set before numpy loads.
+_THREADS = os.environ.get("KWS_THREADS", "1")
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, _THREADS)
+
+from .errors import EXTRA_MODULES, KwsError, needs_extra  # noqa: E402
 
 # subcommand name -> module that implements it (module.add_parser(subparsers) registers it)
 COMMANDS = {
@@ -36,21 +43,35 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         try:
             importlib.import_module(mod).add_parser(sub)
         except ModuleNotFoundError as e:
-            if e.name != mod:
+            missing = (e.name or "").split(".")[0]
+            if missing not in EXTRA_MODULES:
                 raise
+            for name in (n for n, m in COMMANDS.items() if m == mod):
+                _stub(sub, name, missing)
     return p
 
 
+_MISSING: dict[str, str] = {}      # command -> the extra module its implementation could not import
+
+
+def _stub(sub, name: str, missing: str) -> None:
+    """A command that cannot run in this install: listed in the help; `main` refuses it in one line."""
+    sub.add_parser(name, help="(needs the training extra: pip install 'kws[train]')", add_help=False)
+    _MISSING[name] = missing
+
+
 def main(argv: list[str] | None = None) -> int:
-    # Small tensors: thread pools cost more than they save (see README, benchmarks/).
-    import torch
-    torch.set_num_threads(int(os.environ.get("KWS_THREADS", "1")))
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv[0] if argv else None)
+    if argv and argv[0] in _MISSING:
+        print(f"kws: error: {needs_extra(f'kws {argv[0]}', _MISSING[argv[0]])}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if sys.modules.get("torch") is not None:     # train/export: one torch thread too (small tensors)
+        sys.modules["torch"].set_num_threads(int(_THREADS))
     try:
         return int(args.func(args) or 0)
     except KwsError as e:

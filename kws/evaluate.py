@@ -34,8 +34,9 @@ def _warn(msg: str) -> None:
 
 
 def _load_bundle(path):
-    from .modelfile import load_bundle
-    return load_bundle(path)
+    """The run time's model (numpy engine): a .npz, or a .pt where torch is installed."""
+    from .enginefile import load_model
+    return load_model(path)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def detect_file(spotter, path, chunk_s: float = 0.1):
 
 
 def cmd_detect(args) -> int:
-    from .audio import AudioError, info
+    from .audio import AudioError, info, wav_promised_frames
     from .stream import KeywordSpotter
     _check_threshold(args.threshold)
     if args.chunk_ms <= 0:
@@ -90,7 +91,7 @@ def cmd_detect(args) -> int:
     failed = 0
     for f in files:
         try:
-            sr = info(f)[0]
+            sr, _ch, frames = info(f)
             if sr not in spotters:
                 try:
                     spotters[sr] = KeywordSpotter(bundle, sample_rate=sr, keywords=keywords, threshold=args.threshold)
@@ -103,6 +104,13 @@ def cmd_detect(args) -> int:
                     print(json.dumps({"file": str(f), **d.to_dict()}), flush=True)
                 else:
                     print(f"{f}  {d.time:8.2f}s  {d.label:<10s} {d.score:.2f}", flush=True)
+            promised = wav_promised_frames(f)
+            if promised is not None and promised > frames:
+                _warn(f"{f}: header promises {promised / sr:.2f} s ({promised} samples), the file holds "
+                      f"{frames / sr:.2f} s ({frames}): processed what is there (truncated recording?)")
+            if n == 0:     # say so: silence must not look like "did not run" (JSON: stdout stays detections only)
+                line = f"{f}  no keyword detected in {frames / sr:.2f} s of audio"
+                print(f"kws: {line}" if args.json else line, file=sys.stderr if args.json else sys.stdout, flush=True)
         except AudioError as e:
             if len(files) == 1:
                 raise
@@ -227,7 +235,7 @@ class SilenceMaker:
 def load_clips(clips: list[Clip], noise_files: list[str], progress: bool = True, seed: int = 0):
     """-> (waves [N, 16000] float32, kept clips, skipped count). Unreadable files are skipped."""
     from .audio import AudioError, load_clip
-    from tqdm import tqdm
+    from .progress import progress as tqdm
     make_silence = SilenceMaker(noise_files, seed=seed)
     waves, kept, reasons = [], [], []
     for c in tqdm(clips, desc="loading", unit="clip", disable=not progress or len(clips) < 500,
@@ -254,16 +262,16 @@ def load_clips(clips: list[Clip], noise_files: list[str], progress: bool = True,
 
 
 def predict_offline(bundle, waves: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Each clip from a zero state: argmax of the last frame's logits of `model.forward`."""
-    import torch
-    from .features import MFCC
-    mfcc = MFCC(bundle.features)
-    model = bundle.model.eval()
+    """Each clip from a zero state: argmax of the last model output's logits (many-to-one), on the
+    numpy engine (`bundle`: an EngineModel, a torch Bundle or a model path)."""
+    from .enginefile import as_engine_model
+    from .features import NumpyMFCC
+    m = as_engine_model(bundle)
+    mfcc = NumpyMFCC(m.features)
     out = []
-    with torch.no_grad():
-        for i in range(0, len(waves), batch):
-            feats = mfcc(torch.from_numpy(np.ascontiguousarray(waves[i:i + batch])))
-            out.append(model(feats).argmax(-1).numpy())
+    for i in range(0, len(waves), batch):
+        logits, _ = m.engine.forward_all(mfcc(np.ascontiguousarray(waves[i:i + batch])))
+        out.append(logits[:, -1].argmax(-1))
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
@@ -377,7 +385,8 @@ def _short(lab: str) -> str:
 
 
 def save_confusion_png(results: dict, labels: list[str], path) -> None:
-    import matplotlib
+    from .errors import require
+    matplotlib = require("matplotlib", "--confusion (a PNG)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     modes = list(results)

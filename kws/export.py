@@ -1,4 +1,5 @@
-"""`kws export`: the streaming step as ONNX or TorchScript, for runtimes without kws (or without torch).
+"""`kws export`: the model as the engine's .npz (`--format npz`: what kws itself runs on, see
+enginefile.py), or the streaming step as ONNX or TorchScript, for runtimes without kws.
 
 The exported graph is the model's `step`: normalised MFCC frames and GRU state in, posteriors and new
 state out. Feature extraction stays outside (see examples/onnx_stream.py for a numpy version), because
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import arith
 from .errors import KwsError
 from .modelfile import DEFAULT_MODEL, load_bundle
 
@@ -19,8 +21,8 @@ from .modelfile import DEFAULT_MODEL, load_bundle
 class StreamingStep(nn.Module):
     """One model output: frames [1, stack, n_mfcc], state [layers, 1, hidden] -> (posteriors [1, C], state).
 
-    The GRU cell is written out with plain matrix products (same equations as torch.nn.GRU), so the
-    graph uses only MatMul/Sigmoid/Tanh: onnxruntime's fused GRU kernel differed from torch by ~1e-2
+    The GRU cell is `arith.gru_layer` (the numpy engine's own lines; same equations as torch.nn.GRU),
+    so the graph uses only MatMul/Tanh: onnxruntime's fused GRU kernel differed from torch by ~1e-2
     here, and a one-step graph runs on any runtime, which calls it once per `stack` frames."""
 
     def __init__(self, model):
@@ -33,21 +35,12 @@ class StreamingStep(nn.Module):
 
     def forward(self, frames: torch.Tensor, state: torch.Tensor):
         m = self.model
-        x = ((frames - m.feat_mean) / m.feat_std).reshape(1, -1)
+        x = arith.normalize_stack(frames, m.feat_mean, m.feat_std, m.cfg.stack)     # [1, 1, stack * F]
         new = []
         for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.layers):
-            h = state[k]
-            gi = x @ w_ih.T + b_ih
-            gh = h @ w_hh.T + b_hh
-            i_r, i_z, i_n = gi.chunk(3, dim=-1)
-            h_r, h_z, h_n = gh.chunk(3, dim=-1)
-            r = torch.sigmoid(i_r + h_r)
-            z = torch.sigmoid(i_z + h_z)
-            n = torch.tanh(i_n + r * h_n)
-            h = (1 - z) * n + z * h
+            x, h = arith.gru_layer(torch, x, state[k], w_ih.T, w_hh.T, b_ih, b_hh)
             new.append(h)
-            x = h
-        return torch.softmax(m.head(x), dim=-1), torch.stack(new)
+        return arith.softmax(torch, m.head(x[:, 0])), torch.stack(new)
 
 
 def example_inputs(bundle):
@@ -84,17 +77,24 @@ def _write_sidecar(bundle, path: Path) -> None:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="export the streaming step to ONNX or TorchScript")
-    p.add_argument("--model", default=None, help="model file (default: the shipped model)")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--out", default=None, help="output file (default: next to the model, .onnx / .ts.pt)")
+    p = sub.add_parser("export", help="convert a .pt model to the engine's .npz, or export ONNX / TorchScript")
+    p.add_argument("--model", default=None, help="model file (default: the shipped models/kws12_gru.pt)")
+    p.add_argument("--format", choices=["npz", "onnx", "torchscript"], default="onnx",
+                   help="npz: the torch-free file kws listen/detect/eval run on (regenerate it after "
+                        "replacing a .pt); onnx/torchscript: the streaming step (default onnx)")
+    p.add_argument("--out", default=None, help="output file (default: next to the model, .npz / .onnx / .ts.pt)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     bundle = load_bundle(args.model)
     src = Path(args.model) if args.model else DEFAULT_MODEL
-    out = Path(args.out) if args.out else src.with_suffix(".onnx" if args.format == "onnx" else ".ts.pt")
+    suffix = {"npz": ".npz", "onnx": ".onnx", "torchscript": ".ts.pt"}[args.format]
+    out = Path(args.out) if args.out else src.with_suffix(suffix)
+    if args.format == "npz":
+        from .enginefile import save_engine
+        print(f"wrote {save_engine(bundle, out)}")
+        return 0
     path = export_onnx(bundle, out) if args.format == "onnx" else export_torchscript(bundle, out)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0

@@ -8,15 +8,19 @@ Two choices make chunked and whole-signal features identical:
 - the log has a fixed floor (`log(mel + floor)`): no dB relative to the input's maximum, no top_db;
 - framing is `center=False`: a frame exists once `n_fft` samples have arrived, and the streaming
   extractor carries the leftover samples between chunks.
-Both paths call `frames_to_mfcc`, so the arithmetic per frame is the same code.
+Both paths run `arith.mfcc_from_frames`, so the arithmetic per frame is the same code.
+
+This module is numpy only (the run time imports it without torch). The torch twins used by training
+and the tests (`MFCC`, `frames_to_mfcc`, `frame_signal`, and `mel_filterbank` / `dct_matrix` as
+tensors) live in features_torch.py and stay importable from here where torch is installed.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
-from torch import nn
+
+from . import arith
 
 
 @dataclass
@@ -60,10 +64,10 @@ def mel_to_hz(m):
     return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), f)
 
 
-def mel_filterbank(cfg: FeatureConfig) -> torch.Tensor:
-    """Slaney-scale, Slaney-normalised triangular filters [n_mels, n_fft//2+1], as librosa.filters.mel
-    computes them (tests check equality). Written out here so running kws does not import librosa,
-    which costs ~125 MB and seconds of start-up on a small board."""
+def mel_weights(cfg: FeatureConfig) -> np.ndarray:
+    """Slaney-scale, Slaney-normalised triangular filters [n_mels, n_fft//2+1] float64, as
+    librosa.filters.mel computes them (tests check equality). Written out here so running kws does
+    not import librosa, which costs ~125 MB and seconds of start-up on a small board."""
     fft_freqs = np.linspace(0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
     mel_f = mel_to_hz(np.linspace(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max), cfg.n_mels + 2))
     fdiff = np.diff(mel_f)
@@ -72,85 +76,95 @@ def mel_filterbank(cfg: FeatureConfig) -> torch.Tensor:
     upper = ramps[2:] / fdiff[1:, None]
     weights = np.maximum(0, np.minimum(lower, upper))
     weights *= (2.0 / (mel_f[2:cfg.n_mels + 2] - mel_f[:cfg.n_mels]))[:, None]
-    return torch.from_numpy(weights)
+    return weights
 
 
-def dct_matrix(n_mfcc: int, n_mels: int) -> torch.Tensor:
-    """Orthonormal DCT-II as a [n_mels, n_mfcc] matrix (scipy.fft.dct(type=2, norm='ortho'))."""
-    n = torch.arange(n_mels, dtype=torch.float64)
-    k = torch.arange(n_mfcc, dtype=torch.float64)
-    m = torch.cos(torch.pi / n_mels * (n[:, None] + 0.5) * k[None, :])
+def dct_weights(n_mfcc: int, n_mels: int) -> np.ndarray:
+    """Orthonormal DCT-II as a [n_mels, n_mfcc] float64 matrix (scipy.fft.dct(type=2, norm='ortho'))."""
+    n = np.arange(n_mels, dtype=np.float64)
+    k = np.arange(n_mfcc, dtype=np.float64)
+    m = np.cos(np.pi / n_mels * (n[:, None] + 0.5) * k[None, :])
     m[:, 0] *= 1.0 / np.sqrt(2.0)
     m *= np.sqrt(2.0 / n_mels)
     return m
 
 
-def frame_signal(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    """[..., N] -> [..., n_frames, n_fft] with center=False (no padding)."""
-    if x.shape[-1] < n_fft:
-        return x.new_zeros(*x.shape[:-1], 0, n_fft)
-    return x.unfold(-1, n_fft, hop)
+def hann_window(n: int) -> np.ndarray:
+    """Periodic Hann (torch.hann_window(periodic=True), scipy's 'hann' for spectra) in float64."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
 
 
-def frames_to_mfcc(frames: torch.Tensor, window: torch.Tensor, mel_fb: torch.Tensor,
-                   dct: torch.Tensor, log_floor: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """[..., T, n_fft] windowable frames -> [..., T, n_mfcc] float32. The one place features are computed.
+class NumpyMFCC:
+    """Batch MFCC in numpy, float64 inside: waveform [..., N] at cfg.sample_rate -> [..., T, n_mfcc] float32.
 
-    float64 inside by default: float32 FFT/matmul results depend on batch shape by a few ulp, which
-    c0 (magnitude ~80) turns into >1e-5; in float64 chunked and whole-signal frames agree exactly.
-    Training augmentation passes float32 (speed; exactness across chunkings does not matter there)
-    and a per-clip filterbank [B, n_mels, F] (VTLP warp and spectral tilt)."""
-    if frames.shape[-2] == 0:  # MKL's FFT rejects empty batches
-        return frames.new_zeros(*frames.shape[:-1], dct.shape[1], dtype=torch.float32)
-    spec = torch.fft.rfft(frames.to(dtype) * window.to(dtype), dim=-1)
-    power = spec.real.square() + spec.imag.square()
-    mel = power @ mel_fb.to(dtype).transpose(-1, -2)
-    return (torch.log(mel + log_floor) @ dct.to(dtype)).float()
-
-
-class MFCC(nn.Module):
-    """Batch MFCC: waveform [..., N] float in [-1, 1] at cfg.sample_rate -> [..., T, n_mfcc]."""
+    float64 because float32 FFT/matmul results depend on batch shape by a few ulp, which c0 (magnitude
+    ~80) turns into >1e-5; in float64 chunked and whole-signal frames agree exactly."""
 
     def __init__(self, cfg: FeatureConfig | None = None):
-        super().__init__()
         self.cfg = cfg or FeatureConfig()
-        self.register_buffer("window", torch.hann_window(self.cfg.n_fft, periodic=True, dtype=torch.float64), persistent=False)
-        self.register_buffer("mel_fb", mel_filterbank(self.cfg), persistent=False)
-        self.register_buffer("dct", dct_matrix(self.cfg.n_mfcc, self.cfg.n_mels), persistent=False)
+        self.window = hann_window(self.cfg.n_fft)
+        self.mel_fb_t = np.ascontiguousarray(mel_weights(self.cfg).T)
+        self.dct = dct_weights(self.cfg.n_mfcc, self.cfg.n_mels)
 
     def n_frames(self, n_samples: int) -> int:
         return max(0, (n_samples - self.cfg.n_fft) // self.cfg.hop + 1)
 
-    def from_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        return frames_to_mfcc(frames, self.window, self.mel_fb, self.dct, self.cfg.log_floor)
+    def from_frames(self, frames: np.ndarray) -> np.ndarray:
+        if frames.shape[-2] == 0:
+            return np.zeros((*frames.shape[:-1], self.cfg.n_mfcc), np.float32)
+        out = arith.mfcc_from_frames(np, frames.astype(np.float64, copy=False), self.window, self.mel_fb_t,
+                                     self.dct, self.cfg.log_floor)
+        return out.astype(np.float32)
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.from_frames(frame_signal(wave, self.cfg.n_fft, self.cfg.hop))
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        return self.from_frames(frame_view(np.asarray(wave), self.cfg.n_fft, self.cfg.hop))
+
+
+def frame_view(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """[..., N] -> [..., n_frames, n_fft] strided view (no copy), center=False: a frame exists once
+    n_fft samples have arrived."""
+    n = max(0, (x.shape[-1] - n_fft) // hop + 1)
+    if n == 0:
+        return np.zeros((*x.shape[:-1], 0, n_fft), x.dtype)
+    return np.lib.stride_tricks.as_strided(x, shape=(*x.shape[:-1], n, n_fft),
+                                           strides=(*x.strides[:-1], hop * x.strides[-1], x.strides[-1]),
+                                           writeable=False)
 
 
 class StreamingMFCC:
-    """Feeds any-length chunks; returns the MFCC frames completed by each chunk.
+    """Feeds any-length chunks; returns the MFCC frames [T, n_mfcc] completed by each chunk.
 
-    Carries the samples of the last partial window between calls, so the concatenation of all
-    outputs equals `MFCC()(whole_signal)` for any chunking.
+    Carries the samples of the last partial window between calls (in float64, the features' own
+    precision), so the concatenation of all outputs equals `NumpyMFCC(cfg)(whole_signal)` for any chunking.
     """
 
-    def __init__(self, mfcc: MFCC):
-        self.mfcc = mfcc
+    def __init__(self, mfcc: NumpyMFCC | FeatureConfig | None = None):
+        self.mfcc = mfcc if isinstance(mfcc, NumpyMFCC) else NumpyMFCC(mfcc)
         self.reset()
 
     def reset(self) -> None:
-        self._buf = torch.zeros(0)
+        self._buf = np.zeros(0, np.float64)
         self.frames_emitted = 0
 
-    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+    def __call__(self, chunk) -> np.ndarray:
         cfg = self.mfcc.cfg
-        buf = torch.cat([self._buf, chunk.reshape(-1).float()])
+        buf = np.concatenate([self._buf, np.asarray(chunk, np.float32).reshape(-1)])
         n = max(0, (buf.shape[0] - cfg.n_fft) // cfg.hop + 1)
         if n == 0:
             self._buf = buf
-            return torch.zeros(0, cfg.n_mfcc)
-        out = self.mfcc.from_frames(frame_signal(buf[: (n - 1) * cfg.hop + cfg.n_fft], cfg.n_fft, cfg.hop))
-        self._buf = buf[n * cfg.hop:].clone()
+            return np.zeros((0, cfg.n_mfcc), np.float32)
+        out = self.mfcc.from_frames(frame_view(buf, cfg.n_fft, cfg.hop))
+        self._buf = buf[n * cfg.hop:]
         self.frames_emitted += n
         return out
+
+
+_TORCH_TWINS = {"MFCC", "frames_to_mfcc", "frame_signal", "mel_filterbank", "dct_matrix", "TorchStreamingMFCC"}
+
+
+def __getattr__(name):
+    """The torch feature code (training, tests) under its old names; imports torch only when asked."""
+    if name in _TORCH_TWINS:
+        from . import features_torch
+        return getattr(features_torch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -300,14 +300,14 @@ def add_parser(sub) -> None:
     p = sub.add_parser("listen", help="spot keywords live from a microphone (or a replayed file)",
                        description="Spot keywords live from a microphone. Each detection is printed as it "
                                    "happens: `TIME  LABEL  SCORE`, or a JSON line with --json.")
-    p.add_argument("--model", default=None, help="model file (default: the shipped models/kws12_gru.pt)")
+    p.add_argument("--model", default=None, help="model file (default: the shipped models/kws12_gru.npz; a .pt needs torch)")
     p.add_argument("--device", default=None, metavar="NAME|INDEX",
                    help="input device index or (part of its) name; see `kws devices` (default: system default)")
     p.add_argument("--threshold", type=float, default=None, help="detection threshold on the smoothed posterior")
     p.add_argument("--keywords", default=None, metavar="yes,stop", help="comma-separated keywords to report")
     p.add_argument("--json", action="store_true",
                    help='one JSON line per detection: {"time","label","score","wall"}')
-    p.add_argument("--block-ms", type=float, default=100.0, help="audio block length in ms (default 100: fewer wake-ups, 4-5%% of one core; 20-100 is sensible)")
+    p.add_argument("--block-ms", type=float, default=100.0, help="audio block length in ms (default 100: fewer wake-ups; 20-100 is sensible)")
     p.add_argument("--input", default=None, metavar="FILE.wav",
                    help="replay a file through the live path at real-time pace instead of a microphone")
     p.add_argument("--fast", action="store_true", help="with --input: replay as fast as possible")

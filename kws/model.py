@@ -7,28 +7,11 @@ fed chunk by chunk sees the same posteriors as `forward_all` on the whole sequen
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
-
-@dataclass
-class ModelConfig:
-    n_input: int = 40
-    n_classes: int = 12
-    hidden: int = 128
-    layers: int = 2
-    dropout: float = 0.1
-    stack: int = 2          # frames stacked per GRU step: 2 -> the GRU runs at 50 Hz, half the cost
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        d = {"stack": 1, **d}   # files written before frame stacking existed ran the GRU at 100 Hz
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+from . import arith
+from .config import ModelConfig  # noqa: F401  (re-exported: kws.model.ModelConfig)
 
 
 class GRUClassifier(nn.Module):
@@ -51,11 +34,7 @@ class GRUClassifier(nn.Module):
 
         Output j sees input frames up to j * stack + stack - 1; a trailing partial group is dropped
         (the streaming detector keeps it for the next chunk)."""
-        x = (frames - self.feat_mean) / self.feat_std
-        s = self.cfg.stack
-        if s > 1:
-            B, T, F = x.shape
-            x = x[:, : T // s * s].reshape(B, T // s, s * F)
+        x = arith.normalize_stack(frames, self.feat_mean, self.feat_std, self.cfg.stack)
         h, state = self.gru(x, state)
         return self.head(self.drop(h)), state
 

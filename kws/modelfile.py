@@ -1,21 +1,24 @@
 """Self-describing model file: weights, feature config, labels, detector defaults, format version.
 
 Saved with `torch.save` of plain containers and tensors, loaded with `torch.load(weights_only=True)`,
-so opening a model file never runs code from it.
+so opening a model file never runs code from it. torch is imported only when a .pt is read or
+written: the run time (enginefile.py) imports this module for its names without torch installed.
+`save_bundle` also writes the engine's .npz beside the .pt, so the two never disagree.
 """
 from __future__ import annotations
-
-from .errors import KwsError, first_line
 
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
+from .config import ModelConfig
+from .errors import KwsError, first_line
 from .features import FeatureConfig
-from .model import GRUClassifier, ModelConfig
+
+if TYPE_CHECKING:
+    from .model import GRUClassifier
 
 FORMAT = "kws-model"
 FORMAT_VERSION = 1
@@ -29,7 +32,7 @@ class ModelFileError(KwsError):
 @dataclass
 class Bundle:
     """Everything needed to run a trained spotter."""
-    model: GRUClassifier
+    model: "GRUClassifier"
     features: FeatureConfig
     labels: list[str]
     detector: dict = field(default_factory=dict)
@@ -37,8 +40,14 @@ class Bundle:
 
 
 def save_bundle(bundle: Bundle, path: str | Path) -> None:
-    """Atomic write: a crash mid-save leaves the old file intact."""
+    """Atomic write: a crash mid-save leaves the old file intact. Writes the .pt and, beside it, the
+    engine's .npz (only the .npz if `path` ends in .npz)."""
+    import torch
+    from .enginefile import save_engine
     path = Path(path)
+    if path.suffix == ".npz":
+        save_engine(bundle, path)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
@@ -59,9 +68,13 @@ def save_bundle(bundle: Bundle, path: str | Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    save_engine(bundle, path.with_suffix(".npz"))
 
 
 def load_bundle(path: str | Path | None = None) -> Bundle:
+    """A .pt model file as a torch Bundle (training, export, tests); the run time uses enginefile.load_model."""
+    import torch
+    from .model import GRUClassifier
     path = Path(path) if path is not None else DEFAULT_MODEL
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")

@@ -3,20 +3,24 @@
 All streaming state lives here: the resampler's filter memory, the MFCC extractor's leftover
 samples, the GRU hidden state, the posterior smoothing window and the refractory timer.
 `reset()` clears all of it. Nothing here depends on how the audio is chunked.
+
+It runs on the numpy engine (engine.py) and never imports torch. `backend="torch"` (or the environment
+variable KWS_BACKEND=torch) runs the torch model instead: the reference path of the benchmarks and
+the equivalence tests (torch_stream.py).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .audio import TARGET_RATE, StreamResampler, sanitize, to_float_mono
 from .data.index import NON_KEYWORDS
-from .features import MFCC, StreamingMFCC
-from .modelfile import Bundle, load_bundle
-
+from .enginefile import EngineModel, as_engine_model
+from .features import StreamingMFCC
+from .modelfile import Bundle
 
 
 def smooth_posteriors(post: np.ndarray, smooth: int) -> np.ndarray:
@@ -75,11 +79,22 @@ class KeywordSpotter:
 
     chunk: numpy array or tensor, int16/int32/uint8/float, shape [N] or [N, channels], at the
     `sample_rate` given here (any rate; resampled to 16 kHz with a streaming resampler).
+    model: a model file (.npz, or .pt where torch is installed), an EngineModel or a torch Bundle.
     """
 
-    def __init__(self, model: Bundle | str | Path | None = None, sample_rate: int = TARGET_RATE,
-                 keywords: list[str] | None = None, config: DetectorConfig | None = None, **overrides):
-        self.bundle = model if isinstance(model, Bundle) else load_bundle(model)
+    def __init__(self, model: EngineModel | Bundle | str | Path | None = None, sample_rate: int = TARGET_RATE,
+                 keywords: list[str] | None = None, config: DetectorConfig | None = None,
+                 backend: str | None = None, **overrides):
+        backend = backend or os.environ.get("KWS_BACKEND", "engine")
+        if backend == "torch":
+            from .torch_stream import torch_parts
+            self.bundle, self.net, self.features = torch_parts(model)
+        elif backend == "engine":
+            self.bundle = as_engine_model(model)
+            self.net, self.features = self.bundle.engine, StreamingMFCC(self.bundle.features)
+        else:
+            raise ValueError(f"unknown backend {backend!r} (engine or torch)")
+        self.backend = backend
         self.labels = self.bundle.labels
         self.cfg = config or DetectorConfig.from_dict(self.bundle.detector)
         for k, v in overrides.items():
@@ -89,9 +104,7 @@ class KeywordSpotter:
         if fcfg.sample_rate != TARGET_RATE:
             raise ValueError(f"model expects {fcfg.sample_rate} Hz features; kws streams at {TARGET_RATE} Hz")
         self.sample_rate = int(sample_rate)
-        self.model = self.bundle.model.eval()
-        self.mfcc = MFCC(fcfg)
-        self.stack = self.model.cfg.stack
+        self.stack = self.net.cfg.stack
         self.hop_s = fcfg.hop / fcfg.sample_rate * self.stack      # time between model outputs
         self.win_s = fcfg.n_fft / fcfg.sample_rate
         self.smooth = max(1, int(round(self.cfg.smooth_ms / 1000 / self.hop_s)))
@@ -108,7 +121,6 @@ class KeywordSpotter:
                 thr[i] = float(self.cfg.thresholds.get(lab, self.cfg.threshold))
         self._thr = thr
         self.resampler = StreamResampler(self.sample_rate, TARGET_RATE)
-        self.features = StreamingMFCC(self.mfcc)
         self.reset()
 
     @property
@@ -119,25 +131,28 @@ class KeywordSpotter:
     def reset(self) -> None:
         self.resampler.reset()
         self.features.reset()
-        self.state = self.model.initial_state(1)[:, 0]
+        self.state = self.net.initial_state(1)[:, 0]
         self._hist = np.zeros((0, len(self.labels)), np.float32)   # last smooth-1 raw posteriors
-        self._pending = torch.zeros(0, self.bundle.features.n_mfcc)  # feature frames not yet a full stack
+        self._pending = np.zeros((0, self.bundle.features.n_mfcc), np.float32)  # frames not yet a full stack
         self.frame = 0                      # model outputs so far
         self._blocked_until = -1            # refractory: no detection before this frame
         self.posteriors = np.zeros(len(self.labels), np.float32)   # latest smoothed, for live views
 
     def step_frames(self, wave16k: np.ndarray) -> np.ndarray:
         """16 kHz mono float samples -> raw posteriors [T, C], one per `stack` feature frames (state carried)."""
-        feats = self.features(torch.from_numpy(np.ascontiguousarray(wave16k, dtype=np.float32)))
+        feats = self.features(np.ascontiguousarray(wave16k, dtype=np.float32))
         if self.stack > 1:
-            feats = torch.cat([self._pending, feats])
+            if self._pending.shape[0]:
+                feats = np.concatenate([self._pending, feats])
             n = feats.shape[0] // self.stack * self.stack
             feats, self._pending = feats[:n], feats[n:]
-        post, self.state = self.model.step(feats, self.state)
-        return post.numpy()
+        if feats.shape[0] == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        post, self.state = self.net.step(feats, self.state)
+        return post
 
     def process(self, chunk) -> list[Detection]:
-        if isinstance(chunk, torch.Tensor):
+        if hasattr(chunk, "detach"):       # a torch tensor (without importing torch here)
             chunk = chunk.detach().cpu().numpy()
         x = sanitize(to_float_mono(chunk))
         x = self.resampler(x)

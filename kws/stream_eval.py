@@ -231,7 +231,8 @@ def save_det_png(rows: list[dict], path, hours: float, op: dict | None, default_
                  title: str = "", extra: list[tuple[dict, str, str]] = (), max_fa: float = 0.5) -> None:
     """FRR vs FA/h of the sweep; `extra`: (row, legend, matplotlib format) points such as per-keyword
     thresholds."""
-    import matplotlib
+    from .errors import require
+    matplotlib = require("matplotlib", "--png (a DET plot)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     floor = zero_fa_x(hours, max_fa)
@@ -289,7 +290,7 @@ def _parse_thresholds(s: str | None) -> np.ndarray:
 def cmd_eval_stream(args) -> int:
     from rich.console import Console
     from rich.table import Table
-    from tqdm import tqdm
+    from .progress import progress as tqdm
     from .audio import AudioError, info
     from .stream import KeywordSpotter
     data = Path(args.data)
@@ -404,7 +405,7 @@ def cmd_eval_stream(args) -> int:
               "max_fa_per_hour": args.max_fa, "operating_point": op, "default": d_row, "model_setting": own,
               "per_label": tuned, "at_fa_budgets": budgets, "sweep": rows}
     if args.save_model:
-        from .modelfile import save_bundle
+        from .enginefile import save_model
         if args.per_label:
             if tuned is None:
                 raise EvalError(f"no per-keyword thresholds fit <= {args.max_fa:g} FA/h: model not written")
@@ -417,7 +418,7 @@ def cmd_eval_stream(args) -> int:
             bundle.detector = {**cfg.to_dict(), "thresholds": {}, "threshold": round(float(op["threshold"]), 4)}
             what = f"threshold {fmt_thr(op['threshold'])}"
         bundle.meta = {**bundle.meta, "threshold_chosen_on": f"{data} ({what} at <= {args.max_fa:g} FA/h)"}
-        save_bundle(bundle, args.save_model)
+        save_model(bundle, args.save_model)
         console.print(f"model with {what} -> {args.save_model}")
     if args.png:
         extra = ([(own, "model's per-keyword thresholds", "gD")] if per_label_model else []) + \

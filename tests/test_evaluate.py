@@ -245,9 +245,18 @@ def test_truncated_data_chunk_is_handled(capsys, tmp_path, model_path):
     good = write(tmp_path / "good.wav", speech_like(2.0, seed=2))
     raw = open(good, "rb").read()
     (tmp_path / "cut.wav").write_bytes(raw[: len(raw) // 2])
-    rc, _, err = run(capsys, "detect", tmp_path / "cut.wav", "--model", model_path)
-    assert "Traceback" not in err
-    assert rc == 0 or len(err.strip().splitlines()) == 1
+    rc, out, err = run(capsys, "detect", tmp_path / "cut.wav", "--model", model_path, "--threshold", "1.0")
+    assert rc == 0 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "header promises 2.00 s" in err and "holds 1.00 s" in err
+    assert "no keyword detected in 1.00 s" in out       # processed: what the file holds
+
+
+def test_detect_says_when_nothing_fired(capsys, tmp_path, model_path):
+    f = write(tmp_path / "quiet.wav", np.zeros(SR * 3, np.float32))
+    rc, out, err = run(capsys, "detect", f, "--model", model_path, "--threshold", "1.0")
+    assert rc == 0 and out.strip() == f"{f}  no keyword detected in 3.00 s of audio" and not err
+    rc, out, err = run(capsys, "detect", f, "--model", model_path, "--threshold", "1.0", "--json")
+    assert rc == 0 and out == "" and err.strip() == f"kws: {f}  no keyword detected in 3.00 s of audio"
 
 
 def test_detect_several_files_reports_each_bad_one(capsys, tmp_path, model_path):

@@ -42,3 +42,16 @@ def test_torchscript_step_matches_torch(tmp_path):
         post_t, state_t = b.model.step(ch[None], state_t)
         post_s, state_s = ts(ch[None], state_s)
         torch.testing.assert_close(post_s, post_t[:, 0], atol=1e-5, rtol=0)
+
+
+def test_export_npz_is_the_engine_file(tmp_path):
+    from kws.cli import main
+    from kws.enginefile import header, load_engine
+    from kws.modelfile import save_bundle
+    b = random_bundle(seed=5)
+    save_bundle(b, tmp_path / "m.pt")
+    assert main(["export", "--format", "npz", "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "e.npz")]) == 0
+    a, c = load_engine(tmp_path / "e.npz"), load_engine(tmp_path / "m.npz")
+    assert header(a) == header(c)
+    for k in a.arrays:
+        np.testing.assert_array_equal(a.arrays[k], c.arrays[k])

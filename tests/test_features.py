@@ -4,7 +4,7 @@ import scipy.fft
 import torch
 
 from conftest import speech_like
-from kws.features import MFCC, FeatureConfig, StreamingMFCC, dct_matrix
+from kws.features import MFCC, FeatureConfig, NumpyMFCC, StreamingMFCC, dct_matrix
 
 
 def librosa_mfcc(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -27,6 +27,7 @@ def test_matches_librosa(n_mfcc):
     # float32 vs librosa's float64: the log amplifies relative error only near the floor.
     np.testing.assert_allclose(ours, ref, atol=2e-3, rtol=1e-4)
     assert np.abs(ours - ref).mean() < 1e-4
+    np.testing.assert_allclose(NumpyMFCC(cfg)(y), ours, atol=1e-5, rtol=0)   # the run time's twin
 
 
 def test_matches_torchaudio_when_installed():
@@ -82,19 +83,20 @@ def test_streaming_features_equal_batch(kind, seed):
     mfcc = MFCC()
     y = speech_like(0.5 if kind == "ones" else 10.0, seed=seed)
     batch = mfcc(torch.from_numpy(y))
-    stream = StreamingMFCC(mfcc)
-    parts = [stream(torch.from_numpy(c)) for c in split(y, random_partition(len(y), np.random.default_rng(seed), kind))]
-    streamed = torch.cat(parts)
+    stream = StreamingMFCC(mfcc.cfg)       # the run time's numpy extractor against the torch batch MFCC
+    parts = [stream(c) for c in split(y, random_partition(len(y), np.random.default_rng(seed), kind))]
+    streamed = np.concatenate(parts)
     assert streamed.shape == batch.shape
-    torch.testing.assert_close(streamed, batch, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(streamed, batch.numpy(), atol=1e-5, rtol=0)
 
 
 def test_short_input_gives_no_frames_and_keeps_samples():
     mfcc = MFCC()
-    stream = StreamingMFCC(mfcc)
-    assert stream(torch.zeros(100)).shape == (0, 40)
+    stream = StreamingMFCC(mfcc.cfg)
+    assert stream(np.zeros(100, np.float32)).shape == (0, 40)
     assert mfcc(torch.zeros(100)).shape == (0, 40)
-    assert stream(torch.zeros(380)).shape == (1, 40)   # 480 samples: exactly one window
+    assert NumpyMFCC()(np.zeros(100, np.float32)).shape == (0, 40)
+    assert stream(np.zeros(380, np.float32)).shape == (1, 40)   # 480 samples: exactly one window
 
 
 @pytest.mark.parametrize("n_mels,n_fft,fmax", [(40, 480, 7600.0), (80, 512, 8000.0), (64, 400, 4000.0)])

@@ -28,6 +28,7 @@ from kws import listen as L
 from kws.audio import read_blocks
 from kws.cli import main
 from kws.features import MFCC
+from kws.enginefile import default_model_path
 from kws.modelfile import DEFAULT_MODEL, save_bundle
 from kws.stream import KeywordSpotter
 
@@ -659,7 +660,7 @@ def test_e2e_shipped_model_hears_spoken_keywords(virtual_mic, tmp_path, capsys):
     wav = speak_wav(tmp_path / "words.wav")
     segs = word_segments(wav)
     assert len(segs) == len(WORDS), segs
-    proc, t_play = _live_run(virtual_mic, DEFAULT_MODEL, wav)
+    proc, t_play = _live_run(virtual_mic, default_model_path(), wav)   # the run time's file (.npz): no torch
     live = proc.detections()
     assert [d["label"] for d in live] == list(WORDS), (live, segs)
     lat = []
@@ -678,7 +679,7 @@ def test_e2e_shipped_model_ignores_noise(virtual_mic, tmp_path, capsys):
     noise = rng.normal(0, 10 ** (-30 / 20), 5 * SR).astype(np.float32)
     wav = tmp_path / "noise.wav"
     sf.write(wav, np.concatenate([_silence(0.1), noise, _silence(0.1)]), SR, subtype="PCM_16")
-    proc, _ = _live_run(virtual_mic, DEFAULT_MODEL, wav)
+    proc, _ = _live_run(virtual_mic, default_model_path(), wav)
     assert proc.detections() == [], proc.detections()
     _report(capsys, "e2e shipped model, noise", proc.usage())
 

@@ -69,7 +69,10 @@ def test_run_all_smoke(tmp_path):
                        "--out", str(out), "--oww-train", json.dumps(oww), "--sc-val", ""])
     assert rc == 0
     rep = json.loads((out / "results.json").read_text())
-    assert set(rep["results"]) == {"kws", "pocketsphinx", "openwakeword"}
+    assert set(rep["results"]) == {"kws", "kws-torch", "pocketsphinx", "openwakeword"}
+    tr = rep["results"].pop("kws-torch")          # speed only: kws's model on the torch path
+    assert tr["status"] == "ok" and tr["speed"]["rtf"] > 0 and tr["speed"]["torch_imported"]
+    assert rep["results"]["kws"]["speed"]["torch_imported"] is False
     for name, r in rep["results"].items():
         assert r["status"] == "ok", (name, r["status"])
         assert set(r["clips"]) == {"synth_test", "real_test"}

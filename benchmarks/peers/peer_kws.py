@@ -3,7 +3,9 @@
 clips   : kws.evaluate.predict_offline (each 1 s clip from a zero state, argmax of the last frame).
 streams : the project's own CLI `kws eval-stream --model M --data DIR --json OUT` (threshold sweep
           0.30..0.99, operating point = lowest FRR at <= 0.5 FA/h), run as a subprocess.
-speed   : kws.KeywordSpotter.process on 100 ms chunks, torch.set_num_threads(1).
+speed   : kws.KeywordSpotter.process on 100 ms chunks, one thread; --backend engine (what kws runs: the
+          numpy engine on the .npz beside the model, torch never imported) or torch (the torch path, for
+          the side-by-side row "kws-torch"). Also the time from `import kws` to the first posterior.
 """
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+T_START = time.perf_counter()
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C  # noqa: E402
@@ -19,25 +24,38 @@ import common as C  # noqa: E402
 
 def extra(p):
     p.add_argument("--kws-model", required=True)
+    p.add_argument("--backend", choices=("engine", "torch"), default="engine")
 
 
 def main() -> int:
     a = C.peer_args(extra)
-    import torch
-    torch.set_num_threads(1)
     inp = C.load_inputs(a.inputs)
-    from kws.modelfile import load_bundle
     if a.mode == "speed":
+        import numpy as np
         from kws.stream import KeywordSpotter
-        bundle = load_bundle(a.kws_model)
+        model = a.kws_model
+        if a.backend == "engine" and Path(model).with_suffix(".npz").exists():
+            model = str(Path(model).with_suffix(".npz"))       # the run time's file: no torch in this process
+        else:
+            import torch
+            torch.set_num_threads(1)
+            from kws.modelfile import load_bundle
+            model = load_bundle(model)
+        KeywordSpotter(model, backend=a.backend).process(np.zeros(1600, np.float32))
+        first = time.perf_counter() - T_START
 
         def make_step():
-            sp = KeywordSpotter(bundle)
+            sp = KeywordSpotter(model, backend=a.backend)
             return sp.process
         res = C.speed_test(make_step, inp["speed_wav"], inp["speed_seconds"])
         res["peak_rss_mb"] = C.peak_rss_mb()
+        res["first_posterior_s"] = round(first, 3)
+        res["torch_imported"] = sys.modules.get("torch") is not None
         C.write_json(res, a.out)
         return 0
+    import torch
+    torch.set_num_threads(1)
+    from kws.modelfile import load_bundle
 
     from kws.evaluate import predict_offline
     bundle = load_bundle(a.kws_model)

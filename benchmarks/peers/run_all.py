@@ -38,6 +38,7 @@ import common as C  # noqa: E402
 
 SYSTEMS = {
     "kws": ("peer_kws.py", []),
+    "kws-torch": ("peer_kws.py", ["torch"]),   # speed only: the same model on the torch path, beside the engine
     "pocketsphinx": ("peer_pocketsphinx.py", ["pocketsphinx"]),
     "openwakeword": ("peer_openwakeword.py", ["openwakeword", "onnxruntime", "sklearn"]),
 }
@@ -60,6 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--max-clips", type=int, default=600, help="subsample synth_test to this many clips (0: all)")
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma list of systems to run")
     p.add_argument("--speed-seconds", type=float, default=30.0)
+    p.add_argument("--speed-only", action="store_true", help="skip accuracy and streams: speed rows only")
     p.add_argument("--cache", default=str(ROOT / "data/peers_cache"), help="inputs, embeddings and trained heads")
     p.add_argument("--oww-train", default=None, metavar="JSON",
                    help="override the openWakeWord head's training data: JSON object with keys synth, real_words, "
@@ -266,11 +268,12 @@ def main(argv=None) -> int:
             results[name] = {"status": f"not installed: {INSTALL_HINT}", "missing_modules": miss}
             C.log(f"{name}: not installed ({', '.join(miss)}): {INSTALL_HINT}")
             continue
-        if name == "kws" and not Path(kws_model).exists():
+        if name.startswith("kws") and not Path(kws_model).exists():
             results[name] = {"status": f"model not found: {kws_model}"}
             C.log(f"kws: model not found: {kws_model}")
             continue
-        extra = ["--kws-model", kws_model] if name == "kws" else []
+        extra = (["--kws-model", kws_model] if name.startswith("kws") else []) + \
+                (["--backend", "torch"] if name == "kws-torch" else [])
         if name in reuse:
             saved = [cache / "results" / f"{name}_{m}.json" for m in ("eval", "speed")]
             if not saved[0].exists():
@@ -284,12 +287,15 @@ def main(argv=None) -> int:
             results[name] = r
             C.log(f"{name}: reused {saved[0]}")
             continue
-        r, err, el = run_peer(name, script, "eval", inputs_json, cache / "results" / f"{name}_eval.json", extra, cache)
-        if r is None:
-            results[name] = {"status": f"failed: {err}"}
-            continue
-        r["status"] = "ok"
-        r["eval_wall_s"] = round(el, 1)
+        if a.speed_only or name == "kws-torch":      # kws-torch: same model and answers as kws, other run time
+            r = {"status": "ok", "setup": "speed only" + (": kws's model on the torch path" if name == "kws-torch" else "")}
+        else:
+            r, err, el = run_peer(name, script, "eval", inputs_json, cache / "results" / f"{name}_eval.json", extra, cache)
+            if r is None:
+                results[name] = {"status": f"failed: {err}"}
+                continue
+            r["status"] = "ok"
+            r["eval_wall_s"] = round(el, 1)
         if speed_wav:
             sp, err, _ = run_peer(name, script, "speed", inputs_json, cache / "results" / f"{name}_speed.json",
                                   extra, cache)

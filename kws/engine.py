@@ -1,0 +1,82 @@
+"""The run-time engine: normalisation, frame stacking, GRU layers and head in numpy, no torch.
+
+It runs the same lines as the torch side (`arith.py`) on float32 arrays named like the torch model's
+state_dict, so one set of weights serves both and tests/test_engine.py holds their posteriors
+together (atol 1e-5). numpy rather than onnxruntime: numpy is already needed for audio, adds no
+memory, and at batch 1 both are dominated by per-call overhead (see README, "Streaming cost").
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import arith
+from .config import ModelConfig
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple]:
+    """The arrays a model of this shape has (torch's GRUClassifier.state_dict names and shapes)."""
+    H = cfg.hidden
+    shapes = {"feat_mean": (cfg.n_input,), "feat_std": (cfg.n_input,)}
+    for k in range(cfg.layers):
+        d_in = cfg.n_input * cfg.stack if k == 0 else H
+        shapes |= {f"gru.weight_ih_l{k}": (3 * H, d_in), f"gru.weight_hh_l{k}": (3 * H, H),
+                   f"gru.bias_ih_l{k}": (3 * H,), f"gru.bias_hh_l{k}": (3 * H,)}
+    return shapes | {"head.weight": (cfg.n_classes, H), "head.bias": (cfg.n_classes,)}
+
+
+def check_arrays(cfg: ModelConfig, arrays: dict) -> None:
+    """ValueError naming the first missing, misshapen or unknown array. Unknown ones are refused, not
+    ignored: a model that grew a part the engine does not compute must fail here, not run without it."""
+    shapes = expected_shapes(cfg)
+    for name, shape in shapes.items():
+        if name not in arrays:
+            raise ValueError(f"missing array {name}")
+        if tuple(arrays[name].shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(arrays[name].shape)}, the model config needs {shape}")
+    extra = sorted(set(arrays) - set(shapes))
+    if extra:
+        raise ValueError(f"array {extra[0]} is not part of the model the engine runs")
+
+
+class Engine:
+    """numpy twin of GRUClassifier in eval mode: `step(frames, state) -> (posteriors, state)`."""
+
+    def __init__(self, cfg: ModelConfig, arrays: dict):
+        check_arrays(cfg, arrays)
+        self.cfg = cfg
+        f32 = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in arrays.items()}
+        self.mean, self.std = f32["feat_mean"], f32["feat_std"]
+        # transposed once here, so every step is a plain row-vector @ matrix product
+        self.layers = [(np.ascontiguousarray(f32[f"gru.weight_ih_l{k}"].T), np.ascontiguousarray(f32[f"gru.weight_hh_l{k}"].T),
+                        f32[f"gru.bias_ih_l{k}"], f32[f"gru.bias_hh_l{k}"]) for k in range(cfg.layers)]
+        self.head_w_t, self.head_b = np.ascontiguousarray(f32["head.weight"].T), f32["head.bias"]
+
+    def initial_state(self, batch: int = 1) -> np.ndarray:
+        return np.zeros((self.cfg.layers, batch, self.cfg.hidden), np.float32)
+
+    def forward_all(self, frames: np.ndarray, state: np.ndarray | None = None):
+        """frames [B, T, F] -> (logits [B, T // stack, C], state [L, B, H]), as GRUClassifier.forward_all."""
+        frames = np.asarray(frames, np.float32)
+        x = arith.normalize_stack(frames, self.mean, self.std, self.cfg.stack)
+        state = self.initial_state(frames.shape[0]) if state is None else np.asarray(state, np.float32)
+        if x.shape[1] == 0:
+            return np.zeros((frames.shape[0], 0, self.cfg.n_classes), np.float32), state
+        new = []
+        for k, (w_ih_t, w_hh_t, b_ih, b_hh) in enumerate(self.layers):
+            x, h = arith.gru_layer(np, x, state[k], w_ih_t, w_hh_t, b_ih, b_hh)
+            new.append(h)
+        return x @ self.head_w_t + self.head_b, np.stack(new)
+
+    def step(self, frames: np.ndarray, state: np.ndarray | None = None):
+        """Streaming: frames [T, F] (state [L, H]) or [B, T, F] (state [L, B, H]), T a multiple of
+        `stack` -> (posteriors [.., T // stack, C], new state)."""
+        squeeze = frames.ndim == 2
+        if squeeze:
+            frames = frames[None]
+            if state is not None and state.ndim == 2:
+                state = state[:, None]
+        if frames.shape[1] % self.cfg.stack:
+            raise ValueError(f"step() needs a multiple of {self.cfg.stack} frames, got {frames.shape[1]}")
+        logits, state = self.forward_all(frames, state)
+        post = arith.softmax(np, logits)
+        return (post[0], state[:, 0]) if squeeze else (post, state)

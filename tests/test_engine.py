@@ -1,0 +1,168 @@
+"""The numpy engine against the torch model: one arithmetic (kws/arith.py), held together here.
+
+Every per-frame posterior of the engine's KeywordSpotter equals the torch path's (atol 1e-5) over random
+chunk partitions and through the resampler, for the shipped model and random ones of other shapes;
+the shipped .npz is what converting the shipped .pt gives; the engine runs with torch unimportable.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soxr
+import torch
+
+from conftest import LABELS12, random_bundle, speech_like
+from test_features import random_partition, split
+from kws import arith
+from kws.enginefile import DEFAULT_ENGINE, from_bundle, header, load_engine, load_model, save_engine
+from kws.features import FeatureConfig
+from kws.model import GRUClassifier, ModelConfig
+from kws.modelfile import DEFAULT_MODEL, Bundle, ModelFileError, load_bundle, save_bundle
+from kws.stream import KeywordSpotter
+
+SHAPES = {  # ModelConfig and FeatureConfig overrides: the engine must follow any of them
+    "l1_h32_s1": (dict(hidden=32, layers=1, stack=1), {}),
+    "l3_h48_s3": (dict(hidden=48, layers=3, stack=3), dict(n_mfcc=20, n_mels=32)),
+}
+
+
+def shaped_bundle(mcfg: dict, fcfg: dict, seed: int = 0, labels=LABELS12[:7]) -> Bundle:
+    torch.manual_seed(seed)
+    f = FeatureConfig(**fcfg)
+    model = GRUClassifier(ModelConfig(n_input=f.n_mfcc, n_classes=len(labels), **mcfg))
+    with torch.no_grad():
+        model.feat_mean.normal_(0, 3)
+        model.feat_std.uniform_(2, 8)
+    return Bundle(model=model.eval(), features=f, labels=list(labels))
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("no shipped model")
+    return load_bundle(DEFAULT_MODEL)
+
+
+@pytest.mark.parametrize("hidden,batch,steps", [(16, 1, 1), (64, 3, 17)])
+def test_arith_gru_layer_equals_torch_nn_gru(hidden, batch, steps):
+    """Training runs torch's fused nn.GRU; the engine and the export run arith.gru_layer."""
+    torch.manual_seed(hidden)
+    gru = torch.nn.GRU(10, hidden, batch_first=True)
+    x, h0 = torch.randn(batch, steps, 10) * 2, torch.randn(1, batch, hidden) * 0.5
+    with torch.no_grad():
+        ref, ref_h = gru(x, h0)
+        w = [getattr(gru, n).detach() for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+        got_t, h_t = arith.gru_layer(torch, x, h0[0], w[0].T, w[1].T, w[2], w[3])
+    got_n, h_n = arith.gru_layer(np, x.numpy(), h0[0].numpy(), w[0].T.numpy(), w[1].T.numpy(), w[2].numpy(), w[3].numpy())
+    for got, h in ((got_t.numpy(), h_t.numpy()), (got_n, h_n)):
+        np.testing.assert_allclose(got, ref.numpy(), atol=1e-6, rtol=0)
+        np.testing.assert_allclose(h, ref_h[0].numpy(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_engine_forward_equals_torch_model_any_shape(shape):
+    b = shaped_bundle(*SHAPES[shape])
+    e = from_bundle(b).engine
+    frames = torch.randn(3, 61, b.features.n_mfcc) * 5
+    with torch.no_grad():
+        ref, ref_state = b.model.forward_all(frames)
+    got, state = e.forward_all(frames.numpy())
+    np.testing.assert_allclose(got, ref.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(state, ref_state.numpy(), atol=1e-6, rtol=0)
+
+
+def posteriors(spotter, chunks, flush=False):
+    out = [spotter.step_frames(spotter.resampler(c)) for c in chunks]
+    if flush:
+        out.append(spotter.step_frames(spotter.resampler(np.zeros(0, np.float32), last=True)))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("which", ["shipped", "random", *SHAPES])
+@pytest.mark.parametrize("kind,seconds", [("ones", 0.5), ("mixed", 8.0), ("whole", 8.0)])
+def test_engine_spotter_equals_torch_spotter_every_frame(shipped, which, kind, seconds):
+    """1-sample chunks, chunks not aligned to the hop, one whole-file chunk: the same posteriors."""
+    b = shipped if which == "shipped" else random_bundle(seed=1) if which == "random" else shaped_bundle(*SHAPES[which])
+    y = speech_like(seconds, seed=3)
+    chunks = split(y, random_partition(len(y), np.random.default_rng(0), kind))
+    ref = posteriors(KeywordSpotter(b, backend="torch"), chunks)
+    got = posteriors(KeywordSpotter(b), chunks)
+    assert got.shape == ref.shape and len(got) > 0
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("which", ["shipped", "random"])
+def test_engine_equals_torch_through_the_resampler(shipped, which):
+    b = shipped if which == "shipped" else random_bundle(seed=2)
+    y = soxr.resample(speech_like(6.0, seed=4), 16000, 44100, quality="VHQ").astype(np.float32)
+    chunks = split(y, random_partition(len(y), np.random.default_rng(1), "random"))
+    ref = posteriors(KeywordSpotter(b, sample_rate=44100, backend="torch"), chunks, flush=True)
+    got = posteriors(KeywordSpotter(b, sample_rate=44100), chunks, flush=True)
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+
+
+def test_detections_equal_between_engine_and_torch(shipped):
+    y = np.tile(speech_like(5.0, seed=5), 4)
+    dets = []
+    for backend in ("engine", "torch"):
+        sp = KeywordSpotter(shipped, backend=backend, threshold=0.3)
+        dets.append([(d.label, round(d.time, 3)) for i in range(0, len(y), 1600) for d in sp.process(y[i:i + 1600])])
+    assert dets[0] == dets[1]
+
+
+def test_shipped_engine_file_is_the_converted_pt(shipped, tmp_path):
+    """A retrained .pt without a regenerated .npz fails here: run `kws export --format npz`."""
+    assert DEFAULT_ENGINE.exists(), f"missing {DEFAULT_ENGINE}: run kws export --format npz"
+    fresh = load_engine(save_engine(shipped, tmp_path / "fresh.npz"))
+    committed = load_engine(DEFAULT_ENGINE)
+    assert header(committed) == header(fresh), "stale models/*.npz: run kws export --format npz"
+    assert committed.arrays.keys() == fresh.arrays.keys()
+    for k in fresh.arrays:
+        np.testing.assert_array_equal(committed.arrays[k], fresh.arrays[k], err_msg=k)
+
+
+def test_save_bundle_writes_the_npz_beside_and_both_load_alike(tmp_path):
+    b = random_bundle(seed=4, threshold=0.6)
+    save_bundle(b, tmp_path / "m.pt")
+    a, c = load_model(tmp_path / "m.pt"), load_model(tmp_path / "m.npz")
+    assert header(a) == header(c) and c.detector["threshold"] == 0.6
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as z:      # no pickled object anywhere
+        assert all(z[k].dtype != object for k in z.files)
+
+
+def test_engine_runs_with_torch_unimportable():
+    code = ("import sys; sys.modules['torch'] = None\n"        # any `import torch` now raises ImportError
+            "import numpy as np\nfrom kws import KeywordSpotter\n"
+            "s = KeywordSpotter(); s.process(np.zeros(16000, np.float32)); print(len(s.labels))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated", "not_kws", "no_header", "version", "wrong_shape", "pickled",
+                                  "unknown_array"])
+def test_bad_engine_files_raise_one_clear_error(tmp_path, case):
+    p = tmp_path / "m.npz"
+    save_engine(random_bundle(), p)
+    m = load_engine(p)
+    if case == "empty":
+        p.write_bytes(b"")
+    elif case == "truncated":
+        p.write_bytes(p.read_bytes()[:2000])
+    elif case == "not_kws":
+        np.savez(p, __kws__=np.array('{"format": "other"}'))
+    elif case == "no_header":
+        np.savez(p, **m.arrays)
+    elif case in ("version", "wrong_shape"):
+        h = header(m)
+        h["format_version" if case == "version" else "model"] = 99 if case == "version" else {**h["model"], "hidden": 32}
+        np.savez(p, __kws__=np.array(json.dumps(h)), **m.arrays)
+    elif case == "pickled":
+        np.savez(p, __kws__=np.array([{"format": "kws-engine"}], dtype=object), **m.arrays)
+    elif case == "unknown_array":      # a part the engine would silently skip
+        np.savez(p, __kws__=np.array(json.dumps(header(m))), **m.arrays, **{"norm.weight": np.ones(3, np.float32)})
+    with pytest.raises(ModelFileError) as e:
+        load_model(p)
+    msg = str(e.value)
+    assert msg and "\n" not in msg and len(msg) < 300
