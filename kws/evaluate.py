@@ -332,33 +332,31 @@ def predict_detector(bundle, waves: np.ndarray, tail_s: float = DETECTOR_TAIL_S,
     rule (`stream.detect_frames`) run with one fixed threshold on the keywords. Label: the first keyword
     that fires; if none fires, `_unknown_` when its smoothed posterior reaches the threshold, else
     `_silence_` (a detector reports neither; this keeps the 12-class score comparable)."""
-    import torch
-    from .features import MFCC
+    from .enginefile import as_engine_model
+    from .features import NumpyMFCC
     from .stream import KeywordSpotter, detect_frames, smooth_posteriors
-    labels = bundle.labels
-    spotter = KeywordSpotter(bundle)             # the detector's smoothing window, in model outputs
+    m = as_engine_model(bundle)
+    labels = m.labels
+    spotter = KeywordSpotter(m)                  # the detector's smoothing window, in model outputs
     kw_thr = np.array([np.inf if l in NON_KEYWORDS else threshold for l in labels], np.float32)
     unk = labels.index(UNKNOWN) if UNKNOWN in labels else -1
     sil = labels.index(SILENCE) if SILENCE in labels else unk
-    tails = detector_tail(len(waves), tail_s, bundle.features.sample_rate, seed)
-    mfcc = MFCC(bundle.features)
-    model = bundle.model.eval()
+    tails = detector_tail(len(waves), tail_s, m.features.sample_rate, seed)
+    mfcc = NumpyMFCC(m.features)
     out = np.zeros(len(waves), np.int64)
-    with torch.no_grad():
-        for i in range(0, len(waves), batch):
-            w = waves[i:i + batch]
-            x = torch.from_numpy(np.ascontiguousarray(np.concatenate([w, tails[i:i + batch]], axis=1)))
-            logits, _ = model.forward_all(mfcc(x))
-            post = torch.softmax(logits, -1).numpy()
-            for j, p in enumerate(post):
-                sm = smooth_posteriors(p, spotter.smooth)
-                dets = detect_frames(sm, kw_thr, refractory=len(sm) + 1)
-                if dets:
-                    out[i + j] = dets[0][1]
-                elif unk >= 0 and sm[:, unk].max() >= threshold:
-                    out[i + j] = unk
-                else:
-                    out[i + j] = sil
+    for i in range(0, len(waves), batch):
+        w = waves[i:i + batch]
+        x = np.ascontiguousarray(np.concatenate([w, tails[i:i + batch]], axis=1), dtype=np.float32)
+        post, _ = m.engine.step(mfcc(x))
+        for j, p in enumerate(post):
+            sm = smooth_posteriors(p, spotter.smooth)
+            dets = detect_frames(sm, kw_thr, refractory=len(sm) + 1)
+            if dets:
+                out[i + j] = dets[0][1]
+            elif unk >= 0 and sm[:, unk].max() >= threshold:
+                out[i + j] = unk
+            else:
+                out[i + j] = sil
     return out
 
 
