@@ -52,6 +52,63 @@ def gru_layer(xp, x, h, w_ih_t, w_hh_t, b_ih, b_hh):
     return (outs[0][:, None] if len(outs) == 1 else xp.stack(outs, 1)), h
 
 
+def gru_fold(xp, w_ih_t, w_hh_t, b_ih, b_hh):
+    """A layer's weights rearranged for `gru_layer_folded` -> (wi [D+1, 3H], wh [H+1, 3H]), each with
+    its bias as the last row (the inputs and the state carry a constant 1 after their values):
+
+    - sigmoid(a) = (1 + tanh(a / 2)) / 2: the r and z columns of both products are halved, so a step
+      takes one tanh of them and gets u = 1 + tanh = 2 * (r, z);
+    - the recurrent biases of r and z move into wi's bias row (added once per chunk, not per step);
+    - the n columns of wh (and b_hn) are halved, so u_r * (wh's n part) = r * (W_hn h + b_hn)."""
+    H = w_hh_t.shape[0]
+    col = xp.ones_like(b_ih)
+    col[: 2 * H] = 0.5
+    b_i = b_ih.clone() if hasattr(b_ih, "clone") else b_ih.copy()
+    b_i[: 2 * H] = b_i[: 2 * H] + b_hh[: 2 * H]
+    b_h = xp.zeros_like(b_hh)
+    b_h[2 * H:] = b_hh[2 * H:]
+    wi = xp.concatenate([w_ih_t, b_i[None]], 0) * col
+    wh = xp.concatenate([w_hh_t, b_h[None]], 0) * 0.5
+    return wi, wh
+
+
+def gru_layer_folded(xp, x1, h1, wi, wh, out1):
+    """`gru_layer` for one sequence, on `gru_fold`'s weights, with every step writing into buffers.
+
+    x1 [T, D+1] inputs and h1 [H+1] state, each ending in a constant 1; out1 [T, H+1] receives the
+    outputs, its last column already 1, so out1[t] is the state of step t + 1 and out1 is the next
+    layer's x1. Same equations as `gru_layer` (tests/test_engine.py holds both to torch.nn.GRU); a step
+    is one vector-matrix product and ten element-wise operations, all into preallocated memory,
+    because at batch 1 each array operation costs about a microsecond whatever its size."""
+    H = wh.shape[1] // 3
+    if xp.__name__ == "numpy":
+        vecmat = xp.dot                            # half np.matmul's call overhead on a vector
+    else:
+        def vecmat(v, m, out):
+            return xp.mv(m.T, v, out=out)
+    gi = x1 @ wi                                    # [T, 3H]: (a_rz / 2 from the input, W_in x + b_in)
+    g = xp.empty_like(gi[0])
+    n, d = xp.empty_like(g[:H]), xp.empty_like(g[:H])
+    one, half = xp.ones_like(g[: 2 * H]), xp.ones_like(g[:H]) * 0.5
+    g_rz, g_r, g_z, g_n = g[: 2 * H], g[:H], g[H: 2 * H], g[2 * H:]
+    gi_rz, gi_n, out_h = gi[:, : 2 * H], gi[:, 2 * H:], out1[:, :H]
+    h, h_val = h1, h1[:H]
+    for t in range(x1.shape[0]):
+        vecmat(h, wh, out=g)                       # (a_rz / 2 from the state, (W_hn h + b_hn) / 2)
+        xp.add(g_rz, gi_rz[t], out=g_rz)
+        xp.tanh(g_rz, out=g_rz)
+        xp.add(g_rz, one, out=g_rz)                # u = 2 * (r, z)
+        xp.multiply(g_r, g_n, out=n)
+        xp.add(n, gi_n[t], out=n)
+        xp.tanh(n, out=n)                          # n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        xp.subtract(h_val, n, out=d)
+        xp.multiply(d, g_z, out=d)
+        xp.multiply(d, half, out=d)
+        h_val, h = out_h[t], out1[t]
+        xp.add(n, d, out=h_val)                    # h' = n + z * (h - n)
+    return out1
+
+
 def softmax(xp, logits):
     e = xp.exp(logits - xp.amax(logits, -1)[..., None])
     return e / xp.sum(e, -1)[..., None]

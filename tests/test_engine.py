@@ -61,6 +61,39 @@ def test_arith_gru_layer_equals_torch_nn_gru(hidden, batch, steps):
         np.testing.assert_allclose(h, ref_h[0].numpy(), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("hidden,steps", [(16, 1), (64, 17)])
+def test_arith_gru_layer_folded_equals_torch_nn_gru(hidden, steps):
+    """The engine's streaming step (folded weights, preallocated buffers) against nn.GRU, run by numpy and torch."""
+    torch.manual_seed(hidden + 1)
+    gru = torch.nn.GRU(10, hidden, batch_first=True)
+    x, h0 = torch.randn(1, steps, 10) * 2, torch.randn(1, 1, hidden) * 0.5
+    with torch.no_grad():
+        ref, ref_h = gru(x, h0)
+        w = [getattr(gru, n).detach() for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+        for xp, conv in ((torch, lambda a: a), (np, lambda a: a.numpy())):
+            wi, wh = arith.gru_fold(xp, conv(w[0].T.contiguous()), conv(w[1].T.contiguous()), conv(w[2]), conv(w[3]))
+            x1 = conv(torch.cat([x[0], torch.ones(steps, 1)], 1))
+            h1 = conv(torch.cat([h0[0, 0], torch.ones(1)]))
+            out1 = conv(torch.ones(steps, hidden + 1))
+            got = np.asarray(arith.gru_layer_folded(xp, x1, h1, wi, wh, out1))
+            np.testing.assert_allclose(got[:, :hidden], ref[0].numpy(), atol=1e-6, rtol=0)
+            np.testing.assert_allclose(got[-1, :hidden], ref_h[0, 0].numpy(), atol=1e-6, rtol=0)
+            assert (got[:, hidden] == 1).all()
+
+
+def test_engine_step1_equals_batch_step():
+    """The one-stream hot path equals the batch path of the same engine, state carried both ways."""
+    e = from_bundle(shaped_bundle(*SHAPES["l3_h48_s3"])).engine
+    rng = np.random.default_rng(0)
+    s1 = sb = None
+    for T in (3, 9, 0, 30, 3):
+        f = (rng.standard_normal((T, e.cfg.n_input)) * 5).astype(np.float32)
+        p1, s1 = e.step1(f, s1)
+        pb, sb = e.step(f[None], None if sb is None else sb)
+        np.testing.assert_allclose(p1, pb[0], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(s1, sb[:, 0], atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_engine_forward_equals_torch_model_any_shape(shape):
     b = shaped_bundle(*SHAPES[shape])
