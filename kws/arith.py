@@ -110,5 +110,8 @@ def gru_layer_folded(xp, x1, h1, wi, wh, out1):
 
 
 def softmax(xp, logits):
+    if xp.__name__ == "numpy":       # the ufuncs' own reductions: np.amax/np.sum add ~3 us of wrapper each
+        e = xp.exp(logits - xp.maximum.reduce(logits, axis=-1, keepdims=True))
+        return e / xp.add.reduce(e, axis=-1, keepdims=True)
     e = xp.exp(logits - xp.amax(logits, -1)[..., None])
     return e / xp.sum(e, -1)[..., None]

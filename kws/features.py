@@ -126,6 +126,10 @@ def frame_view(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     n = max(0, (x.shape[-1] - n_fft) // hop + 1)
     if n == 0:
         return np.zeros((*x.shape[:-1], 0, n_fft), x.dtype)
+    if x.ndim == 1 and x.flags.c_contiguous and x.base is None:   # the streaming buffer: a plain
+        v = np.ndarray((n, n_fft), x.dtype, buffer=x, strides=(hop * x.itemsize, x.itemsize))  # as_strided's
+        v.flags.writeable = False                                                                 # view, 1/3 the cost
+        return v
     return np.lib.stride_tricks.as_strided(x, shape=(*x.shape[:-1], n, n_fft),
                                            strides=(*x.strides[:-1], hop * x.strides[-1], x.strides[-1]),
                                            writeable=False)

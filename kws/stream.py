@@ -172,9 +172,20 @@ class KeywordSpotter:
             return []
         both = np.concatenate([self._hist, post])
         h = self._hist.shape[0]
-        smoothed = smooth_posteriors(both, self.smooth)[h:]
+        if h == self.smooth - 1 > 0:
+            # steady state: smooth_posteriors' window sums (cumsum differences, the same float64
+            # operations, so the same values) without its zero row, index arrays and partial windows
+            csum = np.cumsum(both, axis=0, dtype=np.float64)
+            win = csum[h:].copy()
+            np.subtract(win[1:], csum[:n - 1], out=win[1:])
+            smoothed = (win / self.smooth).astype(np.float32)
+        else:
+            smoothed = smooth_posteriors(both, self.smooth)[h:]
         self._hist = both[-(self.smooth - 1):] if self.smooth > 1 else both[:0]
         self.posteriors = smoothed[-1]
+        if not (smoothed >= self._thr).any():         # the common case: no column reaches its threshold
+            self.frame += n
+            return []
         dets = []
         for t, k, score in detect_frames(smoothed, self._thr, self.refractory, self._blocked_until - self.frame):
             g = self.frame + t
