@@ -2,8 +2,10 @@
 
 It runs the same lines as the torch side (`arith.py`) on float32 arrays named like the torch model's
 state_dict, so one set of weights serves both and tests/test_engine.py holds their posteriors
-together (atol 1e-5). numpy rather than onnxruntime: numpy is already needed for audio, adds no
-memory, and at batch 1 both are dominated by per-call overhead (see README, "Streaming cost").
+together (atol 1e-5). One stream (`step1`, what KeywordSpotter runs) takes `arith.gru_layer_folded`:
+the same equations on weights folded at load time, into preallocated buffers. numpy rather than
+onnxruntime: numpy is already needed for audio and adds no memory; onnxruntime's fused GRU is faster
+on 5+ steps per call (README, "Streaming cost") and is the next lever.
 """
 from __future__ import annotations
 

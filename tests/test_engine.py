@@ -47,7 +47,7 @@ def shipped():
 
 @pytest.mark.parametrize("hidden,batch,steps", [(16, 1, 1), (64, 3, 17)])
 def test_arith_gru_layer_equals_torch_nn_gru(hidden, batch, steps):
-    """Training runs torch's fused nn.GRU; the engine and the export run arith.gru_layer."""
+    """Training runs torch's fused nn.GRU; the engine's batch path and the export run arith.gru_layer."""
     torch.manual_seed(hidden)
     gru = torch.nn.GRU(10, hidden, batch_first=True)
     x, h0 = torch.randn(batch, steps, 10) * 2, torch.randn(1, batch, hidden) * 0.5
