@@ -5,7 +5,8 @@ engine's `forward_all` on the same normalised inputs, one thread, thread CPU tim
     python benchmarks/ort_gru_probe.py [--model models/kws12_gru.npz]     (needs onnx and onnxruntime)
 
 Prints the largest posterior/state difference (the graph is built from the engine's arrays) and the
-time per call for 1, 5 and 50 GRU steps (20 ms, 100 ms and 1 s of audio at stack 2). A probe for the
+time per call for 1, 5 and 50 GRU steps (20 ms, 100 ms and 1 s of audio at stack 2), and the time of
+the engine's streaming path (Engine.step1) on the same frames. A probe for the
 README's "where to look next", not a code path of kws.
 """
 import argparse
@@ -85,8 +86,10 @@ def main() -> None:
         diff = max(np.abs(post_o[:, 0] - arith.softmax(np, logits)[0]).max(), np.abs(st_o - st_n).max())
         t_ort = best_us(lambda: sess.run(None, {"x": x, "state": s0}))
         t_np = best_us(lambda: e.forward_all(frames, s0))
-        print(f"{steps:>3} steps: onnxruntime {t_ort:7.0f} us, numpy engine {t_np:7.0f} us "
-              f"({t_np / t_ort:.1f}x), max difference {diff:.1e}")
+        t_s1 = best_us(lambda: e.step1(frames[0], s0[:, 0]))
+        print(f"{steps:>3} steps: onnxruntime {t_ort:7.0f} us, numpy engine forward_all {t_np:7.0f} us "
+              f"({t_np / t_ort:.1f}x), step1 (the streaming path, normalisation and softmax included) "
+              f"{t_s1:7.0f} us ({t_s1 / t_ort:.1f}x), max difference {diff:.1e}")
 
 
 if __name__ == "__main__":

@@ -72,12 +72,19 @@ def gru_fold(xp, w_ih_t, w_hh_t, b_ih, b_hh):
     return wi, wh
 
 
-def gru_layer_folded(xp, x1, h1, wi, wh, out1):
+def gru_work(xp, wh):
+    """Scratch arrays for gru_layer_folded (a caller streaming many short chunks keeps one set)."""
+    H = wh.shape[1] // 3
+    g = xp.empty_like(wh[0])
+    return g, xp.empty_like(g[:H]), xp.empty_like(g[:H]), xp.ones_like(g[: 2 * H]), xp.ones_like(g[:H]) * 0.5
+
+
+def gru_layer_folded(xp, x1, h1, wi, wh, out1, work=None):
     """`gru_layer` for one sequence, on `gru_fold`'s weights, with every step writing into buffers.
 
     x1 [T, D+1] inputs and h1 [H+1] state, each ending in a constant 1; out1 [T, H+1] receives the
     outputs, its last column already 1, so out1[t] is the state of step t + 1 and out1 is the next
-    layer's x1. Same equations as `gru_layer` (tests/test_engine.py holds both to torch.nn.GRU); a step
+    layer's x1; `work` is gru_work's scratch (made here when None). Same equations as `gru_layer` (tests/test_engine.py holds both to torch.nn.GRU); a step
     is one vector-matrix product and ten element-wise operations, all into preallocated memory,
     because at batch 1 each array operation costs about a microsecond whatever its size."""
     H = wh.shape[1] // 3
@@ -87,9 +94,7 @@ def gru_layer_folded(xp, x1, h1, wi, wh, out1):
         def vecmat(v, m, out):
             return xp.mv(m.T, v, out=out)
     gi = x1 @ wi                                    # [T, 3H]: (a_rz / 2 from the input, W_in x + b_in)
-    g = xp.empty_like(gi[0])
-    n, d = xp.empty_like(g[:H]), xp.empty_like(g[:H])
-    one, half = xp.ones_like(g[: 2 * H]), xp.ones_like(g[:H]) * 0.5
+    g, n, d, one, half = gru_work(xp, wh) if work is None else work
     g_rz, g_r, g_z, g_n = g[: 2 * H], g[:H], g[H: 2 * H], g[2 * H:]
     gi_rz, gi_n, out_h = gi[:, : 2 * H], gi[:, 2 * H:], out1[:, :H]
     h, h_val = h1, h1[:H]

@@ -77,7 +77,8 @@ class Engine:
         return x @ self.head_w_t + self.head_b, np.stack(new)
 
     def _buffers(self, T: int) -> list[np.ndarray]:
-        """[input x1 [T, D+1], then per layer: state in [H+1], outputs [T, H+1]], trailing columns 1."""
+        """[input x1 [T, D+1], then per layer: state in [H+1], outputs [T, H+1] (trailing columns 1),
+        gru_work's scratch]."""
         cache = getattr(self._local, "bufs", None)
         if cache is None:
             cache = self._local.bufs = {}
@@ -85,8 +86,8 @@ class Engine:
         if bufs is None:
             H, D = self.cfg.hidden, self.cfg.n_input * self.cfg.stack
             bufs = [np.ones((T, D + 1), np.float32)]
-            for _ in self.layers:
-                bufs += [np.ones(H + 1, np.float32), np.ones((T, H + 1), np.float32)]
+            for _, wh in self.folded:
+                bufs += [np.ones(H + 1, np.float32), np.ones((T, H + 1), np.float32), arith.gru_work(np, wh)]
             if T <= 256:                   # streaming chunk sizes; a whole file gets fresh buffers
                 cache[T] = bufs
         return bufs
@@ -108,12 +109,12 @@ class Engine:
         np.divide(xin, self.std_s, out=xin)       # = arith.normalize_stack, elementwise the same
         new = np.empty((len(self.layers), H), np.float32)
         for k, (wi, wh) in enumerate(self.folded):
-            h1, out1 = bufs[1 + 2 * k], bufs[2 + 2 * k]
+            h1, out1, work = bufs[1 + 3 * k: 4 + 3 * k]
             if state is not None:
                 h1[:H] = state[k]
             else:
                 h1[:H] = 0.0
-            x1 = arith.gru_layer_folded(np, x1, h1, wi, wh, out1)
+            x1 = arith.gru_layer_folded(np, x1, h1, wi, wh, out1, work)
             new[k] = x1[-1, :H]
         return arith.softmax(np, x1 @ self.head_aug), new
 
