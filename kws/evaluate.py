@@ -22,7 +22,11 @@ from .audio import AUDIO_EXT
 from .data.index import NON_KEYWORDS, SILENCE, UNKNOWN
 from .errors import KwsError, first_line
 
-STREAM_LABEL_FRAMES = None     # None: the model's smoothing window (smooth_ms) decides
+STREAM_LABEL_MS = 100.0
+"""The streaming protocol reads each clip over its last 100 ms of outputs: the carried-state twin of the
+last-frame protocol, so the two differ only by the state. It does not follow the detector's smoothing
+window (a model shipped with 300 ms smoothing would otherwise be read over frames before its word ends);
+the detector protocol is the one that smooths as the detector does."""
 
 
 class EvalError(KwsError):
@@ -279,13 +283,12 @@ def predict_streaming(bundle, waves: np.ndarray, group: int = 32, label_frames: 
     """All clips, one after another, through ONE stream (state carried, never reset).
 
     A clip's frames (model outputs) are those completed while its samples arrive. Its label is the argmax
-    of the raw posteriors averaged over its last `label_frames` outputs (default: the detector's smoothing window,
-    i.e. what the detector's smoothed posterior says at the clip's end).
+    of the raw posteriors averaged over its last `label_frames` outputs (default: STREAM_LABEL_MS of them).
     """
     from .stream import KeywordSpotter
     spotter = KeywordSpotter(bundle)
     cfg = bundle.features
-    k = label_frames or spotter.smooth
+    k = label_frames or _label_frames(spotter)
     n = waves.shape[1] if waves.ndim == 2 else 0
     preds = np.zeros(len(waves), np.int64)
     total = 0
@@ -452,6 +455,7 @@ def _print_eval(results: dict, labels: list[str], console) -> None:
 
 def cmd_eval(args) -> int:
     from rich.console import Console
+    from .stream import KeywordSpotter
     bundle = _load_bundle(args.model)
     labels = bundle.labels
     clips, noise = collect_clips(args.data, labels, split=args.split, all_unknown=args.all_unknown)
@@ -476,7 +480,8 @@ def cmd_eval(args) -> int:
                   "offline": "last frame: each clip from a zero state, argmax of its last frame's logits "
                              "(the published many-to-one protocol)",
                   "streaming": "argmax of raw posteriors averaged over the last "
-                               f"{_smooth_frames(bundle)} frames of each clip, state carried across clips",
+                               f"{_label_frames(KeywordSpotter(bundle))} outputs ({STREAM_LABEL_MS:g} ms) of "
+                               "each clip, state carried across clips",
                   "detector": f"each clip from a zero state + {DETECTOR_TAIL_S:g} s of {DETECTOR_TAIL_DBFS:g} dBFS "
                               f"white noise; the first keyword whose smoothed posterior reaches "
                               f"{DETECTOR_THRESHOLD:g} (the detector's rule), else _unknown_ if its smoothed "
@@ -501,10 +506,9 @@ def _noise_files(folder) -> list[str]:
     return files
 
 
-def _smooth_frames(bundle) -> int:
-    """The detector's smoothing window in model outputs (KeywordSpotter's rule)."""
-    from .stream import KeywordSpotter
-    return KeywordSpotter(bundle).smooth
+def _label_frames(spotter) -> int:
+    """STREAM_LABEL_MS in model outputs."""
+    return max(1, int(round(STREAM_LABEL_MS / 1000 / spotter.hop_s)))
 
 
 def _write_json(obj, path) -> None:

@@ -159,8 +159,22 @@ def test_streaming_labels_do_not_depend_on_grouping(bundle):
     ref = []
     for w in waves:
         post = sp.step_frames(w)
-        ref.append(int(post[-sp.smooth:].mean(0).argmax()))
+        ref.append(int(post[-5:].mean(0).argmax()))     # the last 100 ms: 5 outputs of 20 ms
     assert a.tolist() == b.tolist() == ref
+
+
+def test_streaming_protocol_reads_100_ms_whatever_the_detector_smoothing(bundle):
+    """The streaming protocol is the carried-state twin of the last-frame one: a model shipped with a
+    longer smoothing window is still read over each clip's last 100 ms."""
+    import copy
+    waves = np.stack([speech_like(1.0, seed=s) for s in range(9)])
+    slow = copy.deepcopy(bundle)
+    slow.detector = {**slow.detector, "smooth_ms": 300.0}
+    assert KeywordSpotter(slow).smooth == 15
+    assert predict_streaming(slow, waves).tolist() == predict_streaming(bundle, waves).tolist() \
+        == predict_streaming(bundle, waves, label_frames=5).tolist()
+    from kws.evaluate import _label_frames
+    assert _label_frames(KeywordSpotter(slow)) == _label_frames(KeywordSpotter(bundle)) == 5
 
 
 def test_classification_metrics_crafted():
