@@ -374,13 +374,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
               f"(streaming {rec['val_stream_acc']:.4f}; per root: "
               + " ".join(f"{n} {a:.3f}" for n, a in per_root.items())
               + f") {rec['clips_per_s']:.0f} clips/s", file=sys.stderr)
+        meta = {"command": command, "train_config": json.dumps(asdict(cfg)), "epoch": epoch + 1,
+                "val_acc": rec["val_acc"], "val_stream_acc": rec["val_stream_acc"],
+                "trained": time.strftime("%Y-%m-%d %H:%M:%S"), "parameters": count_parameters(model)}
+        bundle = Bundle(model=model, features=fcfg, labels=labels, detector=DetectorConfig().to_dict(), meta=meta)
         if score > best:
             best = score
-            meta = {"command": command, "train_config": json.dumps(asdict(cfg)), "epoch": epoch + 1,
-                    "val_acc": rec["val_acc"], "val_stream_acc": rec["val_stream_acc"],
-                    "trained": time.strftime("%Y-%m-%d %H:%M:%S"), "parameters": count_parameters(model)}
-            save_bundle(Bundle(model=model, features=fcfg, labels=labels,
-                               detector=DetectorConfig().to_dict(), meta=meta), out / "model.pt")
+            save_bundle(bundle, out / "model.pt")
+        # the latest weights too: clip accuracy moves by noise late in the schedule, and the annealed last
+        # epoch can be the better detector on streams (choose between them on dev streams)
+        save_bundle(bundle, out / "last.pt")
         save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                                "epoch": epoch, "best": best, "history": json.dumps(history),
                                "torch_rng": torch.get_rng_state()})

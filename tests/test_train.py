@@ -78,7 +78,8 @@ def test_tiny_corpus_trains_well_above_chance(tmp_path):
     assert last["val_acc"] > 0.6 and last["val_stream_acc"] > 0.6     # chance: 0.2 (5 labels)
     b = load_bundle(tmp_path / "run" / "model.pt")
     assert b.labels == ["_silence_", "_unknown_", "yes", "no", "up"]
-    for f in ["metrics.csv", "metrics.json", "training_curves.png", "checkpoint.pt"]:
+    assert load_bundle(tmp_path / "run" / "last.pt").meta["epoch"] == last["epoch"]
+    for f in ["metrics.csv", "metrics.json", "training_curves.png", "checkpoint.pt", "last.npz"]:
         assert (tmp_path / "run" / f).stat().st_size > 0
 
 
