@@ -23,12 +23,23 @@ from .features import StreamingMFCC
 from .modelfile import Bundle
 
 
-def smooth_posteriors(post: np.ndarray, smooth: int) -> np.ndarray:
-    """Causal moving average of posteriors [T, C] over `smooth` frames (fewer at the start)."""
+def smooth_posteriors(post: np.ndarray, smooth: int, context: int = 0) -> np.ndarray:
+    """Causal moving average of posteriors [T, C] over `smooth` frames (fewer at the start).
+
+    The first `context` rows are earlier posteriors that only fill the window (the streaming spotter
+    carries smooth - 1 of them between chunks); the result has T - context rows. With a full context
+    (the steady state of a stream) the window sums skip the zero row, index arrays and partial windows:
+    the same float64 cumsum differences, so the same values."""
+    n = len(post) - context
+    if context == smooth - 1 > 0 and n > 0:
+        csum = np.cumsum(post, axis=0, dtype=np.float64)
+        win = csum[context:].copy()
+        np.subtract(win[1:], csum[:n - 1], out=win[1:])
+        return (win / smooth).astype(np.float32)
     csum = np.concatenate([np.zeros((1, post.shape[1])), np.cumsum(post, axis=0, dtype=np.float64)])
     ends = np.arange(1, len(post) + 1)
     starts = np.maximum(0, ends - smooth)
-    return ((csum[ends] - csum[starts]) / (ends - starts)[:, None]).astype(np.float32)
+    return ((csum[ends] - csum[starts]) / (ends - starts)[:, None]).astype(np.float32)[context:]
 
 
 def detect_frames(sm: np.ndarray, thr: np.ndarray, refractory: int, first: int = 0) -> list[tuple[int, int, float]]:
@@ -171,16 +182,7 @@ class KeywordSpotter:
         if n == 0:
             return []
         both = np.concatenate([self._hist, post])
-        h = self._hist.shape[0]
-        if h == self.smooth - 1 > 0:
-            # steady state: smooth_posteriors' window sums (cumsum differences, the same float64
-            # operations, so the same values) without its zero row, index arrays and partial windows
-            csum = np.cumsum(both, axis=0, dtype=np.float64)
-            win = csum[h:].copy()
-            np.subtract(win[1:], csum[:n - 1], out=win[1:])
-            smoothed = (win / self.smooth).astype(np.float32)
-        else:
-            smoothed = smooth_posteriors(both, self.smooth)[h:]
+        smoothed = smooth_posteriors(both, self.smooth, context=self._hist.shape[0])
         self._hist = both[-(self.smooth - 1):] if self.smooth > 1 else both[:0]
         self.posteriors = smoothed[-1]
         if not (smoothed >= self._thr).any():         # the common case: no column reaches its threshold

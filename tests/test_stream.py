@@ -117,3 +117,19 @@ def test_state_stays_finite_over_an_hour(bundle):
         assert np.isfinite(np.asarray(s.state)).all()
     assert s.frame == (60 * 60 * 100 - 2) // bundle.model.cfg.stack
     assert float(np.abs(s.state).max()) <= 1.0   # GRU state is a convex mix of tanh outputs
+
+
+def test_smoothing_with_carried_context_equals_smoothing_the_whole_sequence():
+    """The spotter smooths each chunk with smooth - 1 carried posteriors in front (the fast steady-state
+    path); that must give exactly the rows the whole-sequence smoothing gives."""
+    from kws.stream import smooth_posteriors
+    rng = np.random.default_rng(0)
+    post = rng.dirichlet(np.ones(12), size=40).astype(np.float32)
+    for smooth in (1, 2, 5, 10):
+        whole = smooth_posteriors(post, smooth)
+        for context in sorted({0, 1, smooth - 1}):
+            for start in (context, context + 7):          # windows starting inside and after the first ones
+                got = smooth_posteriors(post[start - context:], smooth, context=context)
+                assert np.array_equal(got, smooth_posteriors(post[start - context:], smooth)[context:])
+                if start - context == 0 or context == smooth - 1:    # other cumsum origin: float rounding
+                    np.testing.assert_allclose(got, whole[start:], rtol=0, atol=1e-6)
