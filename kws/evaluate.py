@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import AUDIO_EXT
+from .audio import is_audio
 from .data.index import NON_KEYWORDS, SILENCE, UNKNOWN
 from .errors import KwsError, first_line
 
@@ -52,7 +52,7 @@ def _expand_audio(paths) -> list[Path]:
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXT)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and is_audio(f))
             if not found:
                 raise EvalError(f"no audio files (*.wav, *.flac, ...) in directory {p}")
             out += found
@@ -201,7 +201,7 @@ def collect_clips(sources, labels: list[str], split: str | None = "testing", all
             noise += background_files([src])
         else:
             lab = _map_label(src.name, labels)
-            files = sorted(f for f in src.iterdir() if f.is_file() and f.suffix.lower() in AUDIO_EXT)
+            files = sorted(f for f in src.iterdir() if f.is_file() and is_audio(f))
             if lab is not None:
                 clips += [Clip(str(f), lab, src.name) for f in files]
     if not clips:
@@ -315,8 +315,9 @@ def predict_streaming(bundle, waves: np.ndarray, group: int = 32, label_frames: 
 DETECTOR_TAIL_S = 0.3
 """Low-level noise appended to each clip in the detector view. A word ending at the clip's last sample
 is heard by the detector only after its frame targets (30 ms after the word), the 20 ms frame stack and
-the 100 ms smoothing window have passed: ~150 ms. 300 ms leaves margin for slow onsets of the smoothed
-posterior and stays far below the 1 s refractory time, so no clip is judged by audio it does not hold."""
+the smoothing window (100 ms by default, 200 ms in the shipped model) have passed: ~150-250 ms. 300 ms
+leaves margin for slow onsets of the smoothed posterior and stays far below the 1 s refractory time, so
+no clip is judged by audio it does not hold."""
 DETECTOR_TAIL_DBFS = -60.0      # RMS of the tail's white noise: a quiet room, not digital silence
 DETECTOR_THRESHOLD = 0.5        # fixed, so the protocol does not move with a model's tuned threshold
 
@@ -496,7 +497,6 @@ def cmd_eval(args) -> int:
 
 
 def _noise_files(folder) -> list[str]:
-    from .audio import is_audio
     p = Path(folder)
     if not p.is_dir():
         raise EvalError(f"--noise: no such folder: {p}")

@@ -17,8 +17,9 @@ from typing import Callable
 
 import numpy as np
 
+from .audio import is_audio
 from .data.index import NON_KEYWORDS
-from .evaluate import AUDIO_EXT, EvalError, _load_bundle, _warn, _write_report
+from .evaluate import EvalError, _load_bundle, _warn, _write_report
 from .stream import detect_frames, smooth_posteriors
 
 GROUND_TRUTH = "ground_truth.csv"
@@ -305,7 +306,7 @@ def cmd_eval_stream(args) -> int:
     labels = bundle.labels
     keywords = [l for l in labels if l not in NON_KEYWORDS]
     base = data if data.is_dir() else data.parent
-    wavs = [data] if data.is_file() else sorted(f for f in data.iterdir() if f.suffix.lower() in AUDIO_EXT)
+    wavs = [data] if data.is_file() else sorted(f for f in data.iterdir() if is_audio(f))
     if not wavs:
         raise EvalError(f"no audio files in {data}")
     all_occ = read_ground_truth(gt_path)
