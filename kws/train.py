@@ -51,6 +51,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     hidden: int = 128
     layers: int = 2
+    stack: int = 2                 # feature frames per GRU step (2: 50 Hz, 3: 33 Hz)
     dropout: float = 0.1
     unknown_weight: float = 1.5    # sampling weight of `_unknown_` relative to one keyword
     silence_weight: float = 1.0
@@ -286,7 +287,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
     mfcc = MFCC(fcfg)
 
     mcfg = ModelConfig(n_input=fcfg.n_mfcc, n_classes=len(labels), hidden=cfg.hidden, layers=cfg.layers,
-                       dropout=cfg.dropout)
+                       dropout=cfg.dropout, stack=cfg.stack)
     model = GRUClassifier(mcfg)
     with torch.no_grad():   # input normalisation from clean training clips
         sample = train_set.audio[np.random.default_rng(cfg.seed).choice(len(train_set), min(2000, len(train_set)), replace=False)]
@@ -408,7 +409,7 @@ def add_parser(sub) -> None:
     p.add_argument("--words", default="", help="custom comma-separated keyword list (overrides --task)")
     p.add_argument("--out", default="runs/kws")
     for name, typ in [("epochs", int), ("batch", int), ("seq_clips", int), ("lr", float), ("hidden", int),
-                      ("layers", int), ("dropout", float), ("epoch_clips", int), ("seed", int), ("threads", int),
+                      ("layers", int), ("stack", int), ("dropout", float), ("epoch_clips", int), ("seed", int), ("threads", int),
                       ("unknown_weight", float), ("carry_prob", float)]:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=getattr(TrainConfig, name))
     p.add_argument("--select-root", default="", metavar="NAME",
@@ -430,7 +431,7 @@ def run(args) -> int:
                       cache=args.cache or None, augment=not args.no_augment, init=args.init,
                       unknown_inside=not args.no_unknown_inside, select_root=args.select_root,
                       **{k: getattr(args, k) for k in ("epochs", "batch", "seq_clips", "lr", "hidden", "layers",
-                                                      "dropout", "epoch_clips", "seed", "threads",
+                                                      "stack", "dropout", "epoch_clips", "seed", "threads",
                                                       "unknown_weight", "carry_prob")})
     try:
         r = train(cfg, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
