@@ -8,7 +8,9 @@ packages pulseaudio, pulseaudio-utils, libasound2-plugins, libportaudio2) at --r
 backend runs `kws listen --json` on it (KWS_BACKEND=torch: the torch MFCC and model, as kws ran before
 the engine; engine: what kws runs), records the time from launch to its "listening" line (start-up:
 interpreter, imports, model load, audio stream open), waits 2 s, and samples the process's CPU time
-over --seconds: start-up is left out of the CPU figure, as a user leaving it running would see it.
+over --seconds: start-up is left out of the CPU figure, as a user leaving it running would see it. The
+CPU figure is split into the main thread (the spotter: resampling, features, GRU, detection) and the
+other threads (PortAudio's callback and the audio client's loop: what any sounddevice input pays).
 --python runs kws with another interpreter, e.g. a base install without torch (engine only there).
 """
 import argparse
@@ -28,6 +30,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds per thread of a process (tid -> seconds); threads that ended are missing."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            f = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        out[int(tid)] = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def measure(mic, python: str, backend: str, args) -> dict:
     cmd = [python, "-m", "kws", "listen", "--json", "--block-ms", str(args.block_ms)]
     if args.model:
@@ -41,13 +55,17 @@ def measure(mic, python: str, backend: str, args) -> dict:
         p.kill()
         raise SystemExit(f"{backend}: kws listen did not start: {line.strip()} {p.stderr.read()[-500:]}")
     time.sleep(2.0)
-    c0, t0 = cpu_seconds(p.pid), time.time()
+    c0, th0, t0 = cpu_seconds(p.pid), thread_cpu(p.pid), time.time()
     time.sleep(args.seconds)
-    c1, t1 = cpu_seconds(p.pid), time.time()
+    c1, th1, t1 = cpu_seconds(p.pid), thread_cpu(p.pid), time.time()
+    # the main thread runs KeywordSpotter.process; the others are the audio stack (PortAudio's callback
+    # thread, the ALSA/PulseAudio client loop), which a bare sounddevice stream also pays
+    main = th1.get(p.pid, 0.0) - th0.get(p.pid, 0.0)
     hwm = [l for l in open(f"/proc/{p.pid}/status") if l.startswith("VmHWM")][0].split()[1]
     p.terminate()
     p.wait(timeout=10)
     return {"line": line.strip(), "startup_s": startup, "cpu_pct": 100 * (c1 - c0) / (t1 - t0),
+            "main_pct": 100 * main / (t1 - t0), "audio_pct": 100 * (c1 - c0 - main) / (t1 - t0),
             "rss_mb": int(hwm) / 1024, "seconds": t1 - t0}
 
 
@@ -66,9 +84,11 @@ def main() -> None:
             rows[backend] = measure(mic, args.python, backend, args)
     print(next(iter(rows.values()))["line"])
     print(f"block {args.block_ms:g} ms, {args.rate} Hz input, {args.seconds:g} s sampled, python {args.python}")
-    print(f"{'path':<8}{'CPU % of one core':>19}{'peak RSS MB':>13}{'start-up to listening s':>25}")
+    print(f"{'path':<8}{'CPU % of one core':>19}{'main thread %':>15}{'audio threads %':>17}{'peak RSS MB':>13}"
+          f"{'start-up to listening s':>25}")
     for name, r in rows.items():
-        print(f"{name:<8}{r['cpu_pct']:>19.2f}{r['rss_mb']:>13.0f}{r['startup_s']:>25.2f}")
+        print(f"{name:<8}{r['cpu_pct']:>19.2f}{r['main_pct']:>15.2f}{r['audio_pct']:>17.2f}{r['rss_mb']:>13.0f}"
+              f"{r['startup_s']:>25.2f}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ engine's `forward_all` on the same normalised inputs, one thread, thread CPU tim
 
 Prints the largest posterior/state difference (the graph is built from the engine's arrays) and the
 time per call for 1, 5 and 50 GRU steps (20 ms, 100 ms and 1 s of audio at stack 2), and the time of
-the engine's streaming path (Engine.step1) on the same frames. A probe for the
-README's "where to look next", not a code path of kws.
+the engine's streaming path (Engine.step1) on the same frames. Then end to end: two KeywordSpotters
+on the same 60 s of speech-like audio in 100 ms chunks, one on the engine, one whose GRU layers, head and
+normalisation run as that graph (`OrtNet`: the numpy MFCC and detector unchanged), interleaved, 3 repeats,
+fastest counts. A probe for the README's "where to look next", not a code path of kws.
 """
 import argparse
 import os
@@ -27,10 +29,18 @@ def zrh(w):
     return np.concatenate([z, r, n], 0)
 
 
-def build(m):
+def build(m, normalize: bool = False):
+    """normalize: the graph takes raw MFCC frames [T * stack, F] and normalises and stacks them itself."""
     from onnx import TensorProto, helper, numpy_helper
     a, cfg, H = m.arrays, m.cfg, m.cfg.hidden
     nodes, inits, inp = [], [], "x"
+    F, S = cfg.n_input, cfg.stack
+    if normalize:
+        inits += [numpy_helper.from_array(a["feat_mean"].astype(np.float32), "mean"),
+                  numpy_helper.from_array(a["feat_std"].astype(np.float32), "std"),
+                  numpy_helper.from_array(np.array([-1, 1, S * F], np.int64), "shape")]
+        nodes += [helper.make_node("Sub", ["frames", "mean"], ["f1"]), helper.make_node("Div", ["f1", "std"], ["f2"]),
+                  helper.make_node("Reshape", ["f2", "shape"], ["x"])]
     for k in range(cfg.layers):
         W, R = zrh(a[f"gru.weight_ih_l{k}"])[None], zrh(a[f"gru.weight_hh_l{k}"])[None]
         B = np.concatenate([zrh(a[f"gru.bias_ih_l{k}"]), zrh(a[f"gru.bias_hh_l{k}"])])[None]
@@ -46,12 +56,39 @@ def build(m):
     nodes += [helper.make_node("Concat", [f"Yh{k}" for k in range(cfg.layers)], ["new_state"], axis=0),
               helper.make_node("MatMul", [inp, "HW"], ["lg"]), helper.make_node("Add", ["lg", "HB"], ["lg2"]),
               helper.make_node("Softmax", ["lg2"], ["post"], axis=-1)]
-    g = helper.make_graph(nodes, "kws", [
-        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", 1, cfg.n_input * cfg.stack]),
+    if normalize:      # posteriors [T, C], as Engine.step returns them
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "ax_out"))
+        nodes[-1] = helper.make_node("Softmax", ["lg2"], ["post3"], axis=-1)
+        nodes.append(helper.make_node("Squeeze", ["post3", "ax_out"], ["post"]))
+    first = (helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["T", F]) if normalize else
+             helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", 1, F * S]))
+    g = helper.make_graph(nodes, "kws", [first,
         helper.make_tensor_value_info("state", TensorProto.FLOAT, [cfg.layers, 1, H])],
         [helper.make_tensor_value_info("post", TensorProto.FLOAT, None),
          helper.make_tensor_value_info("new_state", TensorProto.FLOAT, None)], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+class OrtNet:
+    """The engine's `step` interface on an onnxruntime session of `build(m, normalize=True)`."""
+
+    def __init__(self, m, sess):
+        self.cfg, self.engine, self.sess = m.cfg, m.engine, sess
+
+    def initial_state(self, batch: int = 1):
+        return self.engine.initial_state(batch)
+
+    def step(self, frames, state):
+        post, new = self.sess.run(None, {"frames": frames, "state": state[:, None]})
+        return post, new[:, 0]
+
+
+def spotter_us(sp, chunks) -> float:
+    sp.reset()
+    t = time.thread_time()
+    for c in chunks:
+        sp.process(c)
+    return (time.thread_time() - t) / len(chunks) * 1e6
 
 
 def best_us(f, n=200, reps=5) -> float:
@@ -90,6 +127,21 @@ def main() -> None:
         print(f"{steps:>3} steps: onnxruntime {t_ort:7.0f} us, numpy engine forward_all {t_np:7.0f} us "
               f"({t_np / t_ort:.1f}x), step1 (the streaming path, normalisation and softmax included) "
               f"{t_s1:7.0f} us ({t_s1 / t_ort:.1f}x), max difference {diff:.1e}")
+    from kws.stream import KeywordSpotter
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from conftest import speech_like
+    sess_n = ort.InferenceSession(build(m, normalize=True).SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sp_np, sp_ort = KeywordSpotter(m), KeywordSpotter(m)
+    sp_ort.net = OrtNet(m, sess_n)
+    audio = speech_like(60.0, seed=0)
+    chunks = [audio[i:i + 1600] for i in range(0, len(audio) - 1599, 1600)]
+    sp_np.reset(); sp_ort.reset()
+    diff = max(float(np.abs(sp_np.step_frames(c) - sp_ort.step_frames(c)).max(initial=0)) for c in chunks[:100])
+    t_np, t_ort = 1e9, 1e9
+    for _ in range(3):
+        t_np, t_ort = min(t_np, spotter_us(sp_np, chunks)), min(t_ort, spotter_us(sp_ort, chunks))
+    print(f"end to end, KeywordSpotter.process per 100 ms chunk: engine {t_np:.0f} us, GRU+head on onnxruntime "
+          f"{t_ort:.0f} us ({t_np / t_ort:.2f}x), max posterior difference {diff:.1e}")
 
 
 if __name__ == "__main__":
