@@ -351,7 +351,8 @@ def predict_detector(bundle, waves: np.ndarray, tail_s: float = DETECTOR_TAIL_S,
     for i in range(0, len(waves), batch):
         w = waves[i:i + batch]
         x = np.ascontiguousarray(np.concatenate([w, tails[i:i + batch]], axis=1), dtype=np.float32)
-        post, _ = m.engine.step(mfcc(x))
+        f = mfcc(x)
+        post, _ = m.engine.step(f[:, : f.shape[1] // m.cfg.stack * m.cfg.stack])   # whole GRU steps, as the spotter
         for j, p in enumerate(post):
             sm = smooth_posteriors(p, spotter.smooth)
             dets = detect_frames(sm, kw_thr, refractory=len(sm) + 1)
