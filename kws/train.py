@@ -59,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     cache: str = "data/cache"
     augment: bool = True
+    augment_overrides: dict = field(default_factory=dict)   # AugmentConfig fields to change, e.g. {"reverb_prob": 0.1}
     unknown_inside: bool = True    # also label the inside of non-keyword words `_unknown_`
     init: str = ""                 # start from this model file's weights (fine-tuning)
     threads: int = 1               # torch threads of the trainer; a second process makes the batches
@@ -282,7 +283,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
     noises = load_noises(cfg.data)
     unk = labels.index(UNKNOWN) if UNKNOWN in labels else -1
     babble = train_set.audio[train_set.y == unk] if unk >= 0 and (train_set.y == unk).any() else None
-    aug = Augmenter(AugmentConfig(), fcfg, noises, babble, seed=cfg.seed) if cfg.augment else None
+    aug = (Augmenter(AugmentConfig(**cfg.augment_overrides), fcfg, noises, babble, seed=cfg.seed)
+           if cfg.augment else None)
     batches = BatchMaker(train_set, root_of, cfg, labels, fcfg, aug)
     mfcc = MFCC(fcfg)
 
@@ -417,6 +419,9 @@ def add_parser(sub) -> None:
                         "e.g. speech_commands_part); default: the mean over roots")
     p.add_argument("--cache", default=TrainConfig.cache, help="decoded-audio cache folder ('' for none)")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--augment", default="", metavar="FIELD=VALUE,...",
+                   help="change augmentation settings (kws/data/augment.py AugmentConfig), e.g. "
+                        "reverb_prob=0.1,vtlp=0.94:1.06 (a range as LOW:HIGH)")
     p.add_argument("--init", default="", metavar="MODEL", help="start from this model's weights (fine-tune)")
     p.add_argument("--no-unknown-inside", action="store_true",
                    help="leave the inside of non-keyword words unlabelled (default: label it _unknown_)")
@@ -425,10 +430,33 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def parse_augment(spec: str) -> dict:
+    """"a=0.5,b=1:2" -> {"a": 0.5, "b": (1.0, 2.0)} for AugmentConfig's fields; KwsError names a bad one."""
+    fields = AugmentConfig.__dataclass_fields__
+    out = {}
+    for item in filter(None, (t.strip() for t in spec.split(","))):
+        name, eq, value = item.partition("=")
+        name = name.strip()
+        if not eq or name not in fields:
+            raise KwsError(f"--augment {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        default = fields[name].default
+        try:
+            if isinstance(default, tuple):
+                lo, hi = value.split(":")
+                out[name] = (float(lo), float(hi))
+            else:
+                out[name] = type(default)(value)
+        except ValueError:
+            want = "LOW:HIGH" if isinstance(default, tuple) else type(default).__name__
+            raise KwsError(f"--augment {item!r}: {name} needs {want}") from None
+    return out
+
+
 def run(args) -> int:
     cfg = TrainConfig(data=args.data, weights=args.weights, root_share=args.root_share, task=args.task,
                       words=[w.strip() for w in args.words.split(",") if w.strip()], out=args.out,
                       cache=args.cache or None, augment=not args.no_augment, init=args.init,
+                      augment_overrides=parse_augment(args.augment),
                       unknown_inside=not args.no_unknown_inside, select_root=args.select_root,
                       **{k: getattr(args, k) for k in ("epochs", "batch", "seq_clips", "lr", "hidden", "layers",
                                                       "stack", "dropout", "epoch_clips", "seed", "threads",

@@ -148,3 +148,37 @@ def test_select_root_picks_the_epoch_by_that_roots_validation_accuracy(tmp_path)
     cfg.select_root, cfg.out = "C", str(tmp_path / "run2")
     with pytest.raises(KwsError, match="not one of the data roots"):
         train(cfg, progress=False)
+
+
+def test_augment_option_parses_fields_and_refuses_bad_ones_in_one_line(tmp_path, capsys):
+    from kws.cli import main
+    from kws.errors import KwsError
+    from kws.train import parse_augment
+    assert parse_augment("reverb_prob=0.1, vtlp=0.94:1.06,time_masks=3") == {
+        "reverb_prob": 0.1, "vtlp": (0.94, 1.06), "time_masks": 3}
+    assert parse_augment("") == {}
+    for bad in ("nosuch=1", "reverb_prob", "vtlp=0.9", "time_masks=two"):
+        with pytest.raises(KwsError):
+            parse_augment(bad)
+    root = make_corpus(tmp_path / "corpus", speakers=4)
+    assert main(["train", "--data", str(root), "--augment", "nosuch=1", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nosuch" in err[0] and "reverb_prob" in err[0]
+
+
+def test_augment_overrides_reach_the_augmenter_and_the_run_record(tmp_path, monkeypatch):
+    import kws.train as tr
+    seen = []
+    real = tr.Augmenter
+
+    def spy(acfg, *a, **k):
+        seen.append(acfg)
+        return real(acfg, *a, **k)
+    monkeypatch.setattr(tr, "Augmenter", spy)
+    root = make_corpus(tmp_path / "corpus", speakers=6)
+    cfg = tiny_cfg(root, tmp_path / "run", epochs=1)
+    cfg.augment_overrides = {"reverb_prob": 0.0, "vtlp": (1.0, 1.0)}
+    train(cfg, progress=False)
+    assert seen and seen[0].reverb_prob == 0.0 and seen[0].vtlp == (1.0, 1.0) and seen[0].noise_prob == 0.8
+    meta = load_bundle(tmp_path / "run" / "last.pt").meta
+    assert json.loads(meta["train_config"])["augment_overrides"] == {"reverb_prob": 0.0, "vtlp": [1.0, 1.0]}
