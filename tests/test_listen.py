@@ -331,7 +331,16 @@ def test_overflows_are_counted_never_fatal(fake_sd, capsys, assets):
     assert m and int(m.group(1)) >= 4, err
 
 
-def test_ctrl_c_exits_cleanly_with_summary(fake_sd, capsys, assets):
+@pytest.fixture
+def sigint_handled():
+    """A shell starts background jobs with SIGINT ignored, and then Ctrl-C (and _thread.interrupt_main)
+    does nothing: the test gets Python's own SIGINT handling however pytest was launched, restored after."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_ctrl_c_exits_cleanly_with_summary(fake_sd, capsys, assets, sigint_handled):
     fake_sd(devices=[MIC], default=0, audio=np.zeros(48000, np.float32), after="interrupt")
     rc, out, err = run_cli(capsys, "listen", "--model", assets["model"])
     assert rc == 0, err
@@ -439,7 +448,7 @@ def test_input_replays_at_real_time_pace(capsys, assets):
 def test_sigint_subprocess_exits_cleanly(assets):
     p = subprocess.Popen([sys.executable, "-m", "kws.cli", "listen", "--model", str(assets["model"]),
                           "--input", str(assets["wav"])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, cwd=REPO)
+                         text=True, cwd=REPO, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = p.stderr.readline()
         assert "listening to" in first, first
