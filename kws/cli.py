@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import signal
 import sys
@@ -28,15 +29,36 @@ COMMANDS = {
     "export": "kws.export",
     "serve": "kws.serve",
 }
+# one-line help of each command: the modules' parsers use these, and `kws --help` lists them without
+# importing any command module (train/export would import torch: seconds for a help text)
+SUMMARY = {
+    "listen": "spot keywords live from a microphone (or a replayed file)",
+    "devices": "list audio input devices",
+    "detect": "detect keywords in audio files (streamed in chunks)",
+    "eval": "accuracy on labelled 1 s clips (offline and streaming)",
+    "eval-stream": "false rejects / false alarms per hour on long recordings",
+    "train": "train a spotter on Speech Commands-layout data",
+    "export": "convert a .pt model to the engine's .npz, or export ONNX / TorchScript",
+    "serve": "Wyoming protocol wake-word service (Home Assistant)",
+}
+NEEDS_TORCH = {"train", "export"}      # shown as needing the training extra where torch is not installed
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """All subcommands, or only the module of `only`: `kws listen` should not pay (in start-up time and
-    memory) for importing the trainer's scipy/matplotlib."""
+    """Only the module of `only` (`kws listen` should not pay, in start-up time and memory, for the
+    trainer's imports); without a known command, every command as a one-line entry, no module imported."""
     p = argparse.ArgumentParser(prog="kws", description="Streaming keyword spotter (MFCC + stateful GRU).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    if only not in COMMANDS:
+        has_torch = importlib.util.find_spec("torch") is not None
+        for name, text in SUMMARY.items():
+            if name in NEEDS_TORCH and not has_torch:
+                _stub(sub, name, "torch")
+            else:
+                sub.add_parser(name, help=text, add_help=False)
+        return p
     seen = set()
-    for mod in ([COMMANDS[only]] if only in COMMANDS else COMMANDS.values()):
+    for mod in [COMMANDS[only]]:
         if mod in seen:
             continue
         seen.add(mod)

@@ -533,7 +533,8 @@ def _write_report(report: dict, dest: str, console) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("detect", help="detect keywords in audio files (streamed in chunks)",
+    from .cli import SUMMARY
+    p = sub.add_parser("detect", help=SUMMARY["detect"],
                        description="Stream each file through the detector in fixed chunks and print "
                                    "detections: FILE  TIME  LABEL  SCORE.")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files or folders of them")
@@ -544,7 +545,7 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="JSON lines {file, time, label, score}")
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("eval", help="accuracy on labelled 1 s clips (offline and streaming)",
+    p = sub.add_parser("eval", help=SUMMARY["eval"],
                        description="Accuracy, keyword accuracy, per-class P/R/F1 and confusion matrix on "
                                    "labelled clips, three ways: offline (each clip from a zero state, read at "
                                    "its last frame), streaming (all clips through one stream, state carried) "

@@ -77,7 +77,8 @@ def _write_sidecar(bundle, path: Path) -> None:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="convert a .pt model to the engine's .npz, or export ONNX / TorchScript")
+    from .cli import SUMMARY
+    p = sub.add_parser("export", help=SUMMARY["export"])
     p.add_argument("--model", default=None, help="model file (default: the shipped models/kws12_gru.pt)")
     p.add_argument("--format", choices=["npz", "onnx", "torchscript"], default="onnx",
                    help="npz: the torch-free file kws listen/detect/eval run on (regenerate it after "

@@ -297,7 +297,8 @@ def run_devices(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("listen", help="spot keywords live from a microphone (or a replayed file)",
+    from .cli import SUMMARY
+    p = sub.add_parser("listen", help=SUMMARY["listen"],
                        description="Spot keywords live from a microphone. Each detection is printed as it "
                                    "happens: `TIME  LABEL  SCORE`, or a JSON line with --json.")
     p.add_argument("--model", default=None, help="model file (default: the shipped models/kws12_gru.npz; a .pt needs torch)")
@@ -315,7 +316,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-view", action="store_true", help="plain lines even on a terminal (no live view)")
     p.set_defaults(func=run_listen)
 
-    d = sub.add_parser("devices", help="list audio input devices", description="List audio input devices "
+    d = sub.add_parser("devices", help=SUMMARY["devices"], description="List audio input devices "
                        "(index, name, host API, input channels, default sample rate); * marks the default.")
     d.add_argument("--json", action="store_true", help="one JSON object per device")
     d.set_defaults(func=run_devices)

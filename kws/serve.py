@@ -715,7 +715,8 @@ def run_serve(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("serve", help="Wyoming protocol wake-word service (Home Assistant)",
+    from .cli import SUMMARY
+    p = sub.add_parser("serve", help=SUMMARY["serve"],
                        description="Serve keyword detection over the Wyoming protocol, as Home Assistant's "
                                    "voice pipelines expect from a wake-word service (see docs/home-assistant.md).")
     p.add_argument("--uri", default=DEFAULT_URI, help=f"tcp://HOST:PORT or unix://PATH (default {DEFAULT_URI}; "

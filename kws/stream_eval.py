@@ -434,7 +434,8 @@ def cmd_eval_stream(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval-stream", help="false rejects / false alarms per hour on long recordings",
+    from .cli import SUMMARY
+    p = sub.add_parser("eval-stream", help=SUMMARY["eval-stream"],
                        description="Run the detector over long recordings with ground truth, sweep the "
                                    "threshold and report FRR, FA/h, wrong labels and latency.")
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")

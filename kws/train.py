@@ -399,7 +399,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a spotter on Speech Commands-layout data",
+    from .cli import SUMMARY
+    p = sub.add_parser("train", help=SUMMARY["train"],
                        description="Train the stateful GRU spotter. --data takes one or more roots in Speech "
                                    "Commands layout; ROOT@VAL,TEST sets the speaker split of a root without list files.")
     p.add_argument("--data", nargs="+", required=True, metavar="ROOT")

@@ -55,3 +55,6 @@ def test_kws_detect_runs_in_the_base_install(base_venv, tmp_path):
     assert r2.returncode == 0 and r2.stdout == r.stdout
     r3 = subprocess.run([str(kws), "train", "--data", str(tmp_path)], capture_output=True, text=True)
     assert r3.returncode == 2 and r3.stderr.count("\n") == 1 and "kws[train]" in r3.stderr
+    r4 = subprocess.run([str(kws), "--help"], capture_output=True, text=True)
+    train_line = next(ln for ln in r4.stdout.splitlines() if ln.strip().startswith("train"))
+    assert r4.returncode == 0 and "kws[train]" in train_line and "listen" in r4.stdout

@@ -173,6 +173,18 @@ def test_engine_runs_with_torch_unimportable():
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+def test_top_level_help_lists_every_command_without_importing_them():
+    """`kws --help` is a table of one-liners: importing train/export for it would load torch (seconds)."""
+    code = ("import sys\nfrom kws import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m in set(cli.COMMANDS.values())))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from kws.cli import SUMMARY
+    for name, text in SUMMARY.items():
+        assert name in r.stdout and text.split()[0] in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
 @pytest.mark.parametrize("case", ["empty", "truncated", "not_kws", "no_header", "version", "wrong_shape", "pickled",
                                   "unknown_array"])
 def test_bad_engine_files_raise_one_clear_error(tmp_path, case):
