@@ -57,19 +57,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             else:
                 sub.add_parser(name, help=text, add_help=False)
         return p
-    seen = set()
-    for mod in [COMMANDS[only]]:
-        if mod in seen:
-            continue
-        seen.add(mod)
-        try:
-            importlib.import_module(mod).add_parser(sub)
-        except ModuleNotFoundError as e:
-            missing = (e.name or "").split(".")[0]
-            if missing not in EXTRA_MODULES:
-                raise
-            for name in (n for n, m in COMMANDS.items() if m == mod):
-                _stub(sub, name, missing)
+    mod = COMMANDS[only]
+    try:
+        importlib.import_module(mod).add_parser(sub)
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if missing not in EXTRA_MODULES:
+            raise
+        for name in (n for n, m in COMMANDS.items() if m == mod):
+            _stub(sub, name, missing)
     return p
 
 

@@ -398,6 +398,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
     return {"history": history, "best": best, "model": str(out / "model.pt")}
 
 
+# TrainConfig fields that are plain `--name VALUE` options, with their types (one list for parser and run)
+PLAIN_OPTIONS = [("epochs", int), ("batch", int), ("seq_clips", int), ("lr", float), ("hidden", int),
+                 ("layers", int), ("stack", int), ("dropout", float), ("epoch_clips", int), ("seed", int),
+                 ("threads", int), ("unknown_weight", float), ("carry_prob", float)]
+
+
 def add_parser(sub) -> None:
     from .cli import SUMMARY
     p = sub.add_parser("train", help=SUMMARY["train"],
@@ -411,9 +417,7 @@ def add_parser(sub) -> None:
     p.add_argument("--task", default="12", choices=["12", "35"])
     p.add_argument("--words", default="", help="custom comma-separated keyword list (overrides --task)")
     p.add_argument("--out", default="runs/kws")
-    for name, typ in [("epochs", int), ("batch", int), ("seq_clips", int), ("lr", float), ("hidden", int),
-                      ("layers", int), ("stack", int), ("dropout", float), ("epoch_clips", int), ("seed", int), ("threads", int),
-                      ("unknown_weight", float), ("carry_prob", float)]:
+    for name, typ in PLAIN_OPTIONS:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=getattr(TrainConfig, name))
     p.add_argument("--select-root", default="", metavar="NAME",
                    help="choose the best epoch on this data root's validation accuracy (its folder name, "
@@ -459,9 +463,7 @@ def run(args) -> int:
                       cache=args.cache or None, augment=not args.no_augment, init=args.init,
                       augment_overrides=parse_augment(args.augment),
                       unknown_inside=not args.no_unknown_inside, select_root=args.select_root,
-                      **{k: getattr(args, k) for k in ("epochs", "batch", "seq_clips", "lr", "hidden", "layers",
-                                                      "stack", "dropout", "epoch_clips", "seed", "threads",
-                                                      "unknown_weight", "carry_prob")})
+                      **{k: getattr(args, k) for k, _ in PLAIN_OPTIONS})
     try:
         r = train(cfg, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
                   command="kws " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
