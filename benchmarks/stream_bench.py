@@ -4,7 +4,8 @@
 
 For 20 ms, 100 ms and 1 s chunks: the RTF (processing time / audio time) of KeywordSpotter.process and the
 median and p99 time per chunk, for backend="torch" (the torch MFCC and GRUClassifier.step, as kws ran
-before the engine) and the engine (what kws runs). Both run in this process, interleaved, `--repeats`
+before the engine), the engine with its GRU layers in numpy ("numpy": arith.gru_layer_folded, what runs
+where kws._gru is not built) and the engine as kws runs it ("engine": the compiled kernel kws/_gru.c). Both run in this process, interleaved, `--repeats`
 times; the fastest repeat of each counts (on a shared machine the slowest are other processes' time).
 Times are this thread's CPU time by default (`--clock cpu`: what "% of a core" means, and steady on a
 busy machine); `--clock wall` measures elapsed time instead.
@@ -95,7 +96,16 @@ def main() -> None:
     from kws.modelfile import DEFAULT_MODEL, load_bundle
     from kws.stream import KeywordSpotter
     bundle = load_bundle(args.model or DEFAULT_MODEL)
-    spotters = {"torch": KeywordSpotter(bundle, backend="torch"), "engine": KeywordSpotter(bundle)}
+    from dataclasses import replace
+    from kws.engine import Engine
+    from kws.enginefile import from_bundle
+    em = from_bundle(bundle)
+    spotters = {"torch": KeywordSpotter(bundle, backend="torch"),
+                "numpy": KeywordSpotter(replace(em, engine=Engine(em.cfg, em.arrays, kernel="numpy"))),
+                "engine": KeywordSpotter(em)}
+    if em.engine.kernel != "c":
+        print("note: kws._gru is not built, so 'engine' runs the numpy loop too (see setup.py)")
+        del spotters["numpy"]
     minute = speech_like(60.0, seed=0)
     audio = np.tile(minute, int(np.ceil(args.minutes)))[: int(args.minutes * 60 * 16000)]
     params = sum(p.numel() for p in bundle.model.parameters())
@@ -111,16 +121,16 @@ def main() -> None:
                     best[name] = (rtf, t)
         for name in spotters:
             rtf, t = best[name]
-            up = f"{best['torch'][0] / rtf:.2f}x" if name == "engine" else ""
+            up = f"{best['torch'][0] / rtf:.2f}x" if name != "torch" else ""
             print(f"{str(ms) + ' ms':<8}{name:<8}{rtf:>10.5f}{np.median(t) * 1e3:>11.3f}{np.percentile(t, 99) * 1e3:>9.3f}{up:>10}")
     print("paced: 60 s in 100 ms chunks with a 10 ms sleep after each (a live stream's cold start per chunk):")
     paced = {name: bench_stream(sp, audio[: 60 * 16000], 1600, CLOCK[args.clock], gap_s=0.01) for name, sp in spotters.items()}
     for name, (rtf, t) in paced.items():
-        up = f"{paced['torch'][0] / rtf:.2f}x" if name == "engine" else ""
+        up = f"{paced['torch'][0] / rtf:.2f}x" if name != "torch" else ""
         print(f"{'100 ms':<8}{name:<8}{rtf:>10.5f}{np.median(t) * 1e3:>11.3f}{np.percentile(t, 99) * 1e3:>9.3f}{up:>10}")
     print("fresh process, 60 s in 100 ms chunks:")
     print(f"{'path':<8}{'import->first posterior s':>27}{'process wall s':>16}{'peak RSS MB':>13}")
-    for name in spotters:
+    for name in ("torch", "engine"):
         model = args.model
         if name == "engine" and model and Path(model).with_suffix(".npz").is_file():
             model = str(Path(model).with_suffix(".npz"))     # the file the torch-free engine reads

@@ -3,19 +3,40 @@
 It runs the same lines as the torch side (`arith.py`) on float32 arrays named like the torch model's
 state_dict, so one set of weights serves both and tests/test_engine.py holds their posteriors
 together (atol 1e-5). One stream (`step1`, what KeywordSpotter runs) takes `arith.gru_layer_folded`:
-the same equations on weights folded at load time, into preallocated buffers. numpy rather than
+the same equations on weights folded at load time, into preallocated buffers; where kws/_gru.c was
+built (setup.py, optional), each layer of a chunk is one call to that compiled twin of the loop
+(tests/test_kernel.py holds it to the numpy loop and to torch.nn.GRU). numpy rather than
 onnxruntime: numpy is already needed for audio and adds no memory; onnxruntime's fused GRU runs the
 recurrence faster, but end to end a 100 ms chunk gains 1.07x (1.01x when chunks arrive paced, as live)
 for ~20 MB more (README, "Streaming cost"; benchmarks/ort_gru_probe.py).
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
 
 from . import arith
 from .config import ModelConfig
+
+try:        # the compiled twin of arith.gru_layer_folded (kws/_gru.c); optional, see setup.py
+    from . import _gru
+except ImportError:
+    _gru = None
+
+KERNELS = ("auto", "c", "numpy")
+
+
+def resolve_kernel(kernel: str | None = None) -> str:
+    """"c" or "numpy": which loop runs a streaming GRU layer. `kernel` (or $KWS_KERNEL, default "auto")
+    is auto (c where it was built), c (required: ValueError if it was not built) or numpy."""
+    kernel = kernel or os.environ.get("KWS_KERNEL") or "auto"
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown GRU kernel {kernel!r} (KWS_KERNEL: {', '.join(KERNELS)})")
+    if kernel == "c" and _gru is None:
+        raise ValueError("the compiled GRU kernel kws._gru is not built (reinstall kws with a C compiler)")
+    return "numpy" if kernel == "numpy" or _gru is None else "c"
 
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple]:
@@ -46,9 +67,10 @@ def check_arrays(cfg: ModelConfig, arrays: dict) -> None:
 class Engine:
     """numpy twin of GRUClassifier in eval mode: `step(frames, state) -> (posteriors, state)`."""
 
-    def __init__(self, cfg: ModelConfig, arrays: dict):
+    def __init__(self, cfg: ModelConfig, arrays: dict, kernel: str | None = None):
         check_arrays(cfg, arrays)
         self.cfg = cfg
+        self.kernel = resolve_kernel(kernel)
         f32 = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in arrays.items()}
         self.mean, self.std = f32["feat_mean"], f32["feat_std"]
         # transposed once here, so every step is a plain row-vector @ matrix product
@@ -95,7 +117,8 @@ class Engine:
 
     def step1(self, frames: np.ndarray, state: np.ndarray | None = None):
         """`step` for one stream, frames [T, F] and state [L, H], on arith.gru_layer_folded: the streaming
-        hot path (about half the array operations of forward_all, none allocating per GRU step)."""
+        hot path (about half the array operations of forward_all, none allocating per GRU step). Each
+        layer runs in the compiled kernel (kws/_gru.c, one call per layer) where it was built."""
         stack, H = self.cfg.stack, self.cfg.hidden
         T = frames.shape[0] // stack
         if frames.shape[0] % stack:
@@ -115,7 +138,11 @@ class Engine:
                 h1[:H] = state[k]
             else:
                 h1[:H] = 0.0
-            x1 = arith.gru_layer_folded(np, x1, h1, wi, wh, out1, work)
+            if self.kernel == "c":
+                _gru.gru_layer(x1, h1, wi, wh, out1)
+                x1 = out1
+            else:
+                x1 = arith.gru_layer_folded(np, x1, h1, wi, wh, out1, work)
             new[k] = x1[-1, :H]
         return arith.softmax(np, x1 @ self.head_aug), new
 

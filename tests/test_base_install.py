@@ -22,8 +22,8 @@ def base_venv(tmp_path_factory):
     the default model is found, into a venv that has never seen torch."""
     d = tmp_path_factory.mktemp("base")
     src = d / "src"
-    shutil.copytree(ROOT / "kws", src / "kws", ignore=shutil.ignore_patterns("__pycache__"))
-    for f in ("pyproject.toml", "README.md"):
+    shutil.copytree(ROOT / "kws", src / "kws", ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd"))
+    for f in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / f, src / f)
     (src / "models").mkdir()
     shutil.copy(ROOT / "models" / "kws12_gru.npz", src / "models")
@@ -38,8 +38,20 @@ def base_venv(tmp_path_factory):
     return py
 
 
+def test_base_install_builds_the_compiled_kernel(base_venv):
+    """pip builds kws/_gru.c where a compiler exists (.ci/run requires it); without one the engine says numpy.
+    (Every command here runs outside the checkout, so `python -c`/`-m` cannot import the checkout's kws.)"""
+    r = subprocess.run([str(base_venv), "-c", "from kws.engine import resolve_kernel; print(resolve_kernel())"],
+                       capture_output=True, text=True, cwd=base_venv.parent)
+    assert r.returncode == 0, r.stderr
+    if os.environ.get("KWS_REQUIRE_KERNEL") == "1":
+        assert r.stdout.strip() == "c", "the base install did not build kws._gru"
+    else:
+        assert r.stdout.strip() in ("c", "numpy")
+
+
 def test_base_install_has_no_torch(base_venv):
-    r = subprocess.run([str(base_venv), "-c", "import torch"], capture_output=True, text=True)
+    r = subprocess.run([str(base_venv), "-c", "import torch"], capture_output=True, text=True, cwd=base_venv.parent)
     assert r.returncode != 0 and "No module named 'torch'" in r.stderr
 
 
@@ -47,14 +59,14 @@ def test_kws_detect_runs_in_the_base_install(base_venv, tmp_path):
     f = tmp_path / "a.wav"
     sf.write(f, np.concatenate([speech_like(3.0, seed=1), np.zeros(8000, np.float32)]), 16000, subtype="PCM_16")
     kws = base_venv.parent / "kws"
-    r = subprocess.run([str(kws), "detect", str(f)], capture_output=True, text=True)
+    r = subprocess.run([str(kws), "detect", str(f)], capture_output=True, text=True, cwd=base_venv.parent)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() and all(ln.startswith(str(f)) for ln in r.stdout.strip().splitlines())
     # the same command line through python -m kws; a command of the training extra says so in one line
-    r2 = subprocess.run([str(base_venv), "-m", "kws", "detect", str(f)], capture_output=True, text=True)
+    r2 = subprocess.run([str(base_venv), "-m", "kws", "detect", str(f)], capture_output=True, text=True, cwd=base_venv.parent)
     assert r2.returncode == 0 and r2.stdout == r.stdout
-    r3 = subprocess.run([str(kws), "train", "--data", str(tmp_path)], capture_output=True, text=True)
+    r3 = subprocess.run([str(kws), "train", "--data", str(tmp_path)], capture_output=True, text=True, cwd=base_venv.parent)
     assert r3.returncode == 2 and r3.stderr.count("\n") == 1 and "kws[train]" in r3.stderr
-    r4 = subprocess.run([str(kws), "--help"], capture_output=True, text=True)
+    r4 = subprocess.run([str(kws), "--help"], capture_output=True, text=True, cwd=base_venv.parent)
     train_line = next(ln for ln in r4.stdout.splitlines() if ln.strip().startswith("train"))
     assert r4.returncode == 0 and "kws[train]" in train_line and "listen" in r4.stdout

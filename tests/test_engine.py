@@ -15,7 +15,7 @@ import torch
 
 from conftest import LABELS12, random_bundle, speech_like
 from test_features import random_partition, split
-from kws import arith
+from kws import arith, engine
 from kws.enginefile import DEFAULT_ENGINE, from_bundle, header, load_engine, load_model, save_engine
 from kws.features import FeatureConfig
 from kws.model import GRUClassifier, ModelConfig
@@ -113,15 +113,22 @@ def posteriors(spotter, chunks, flush=False):
     return np.concatenate(out)
 
 
+@pytest.mark.parametrize("kernel", ["c", "numpy"])
 @pytest.mark.parametrize("which", ["shipped", "random", *SHAPES])
 @pytest.mark.parametrize("kind,seconds", [("ones", 0.5), ("mixed", 8.0), ("whole", 8.0)])
-def test_engine_spotter_equals_torch_spotter_every_frame(shipped, which, kind, seconds):
-    """1-sample chunks, chunks not aligned to the hop, one whole-file chunk: the same posteriors."""
+def test_engine_spotter_equals_torch_spotter_every_frame(shipped, which, kind, seconds, kernel, monkeypatch):
+    """1-sample chunks, chunks not aligned to the hop, one whole-file chunk: the same posteriors, with the
+    GRU layers in the compiled kernel (kws/_gru.c) and in numpy (where it is not built)."""
+    if kernel == "c" and engine._gru is None:
+        pytest.skip("kws._gru not built")
+    monkeypatch.setenv("KWS_KERNEL", kernel)
     b = shipped if which == "shipped" else random_bundle(seed=1) if which == "random" else shaped_bundle(*SHAPES[which])
     y = speech_like(seconds, seed=3)
     chunks = split(y, random_partition(len(y), np.random.default_rng(0), kind))
     ref = posteriors(KeywordSpotter(b, backend="torch"), chunks)
-    got = posteriors(KeywordSpotter(b), chunks)
+    spotter = KeywordSpotter(b)
+    assert spotter.net.kernel == kernel
+    got = posteriors(spotter, chunks)
     assert got.shape == ref.shape and len(got) > 0
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
 

@@ -1,0 +1,240 @@
+/* kws._gru: kws.arith.gru_layer_folded (a GRU layer over one chunk), compiled.
+ *
+ * Why: at batch 1 a numpy call costs about a microsecond whatever it computes, and a GRU step in numpy
+ * is eleven calls, so the streaming engine spends most of a 100 ms chunk in call overhead
+ * (README, "Streaming cost"). This is the same loop, one call per layer and chunk.
+ *
+ * Optional: when it is not built (no C compiler at install), kws/engine.py runs the numpy loop, and
+ * tests/test_engine.py holds this kernel to that loop and to torch.nn.GRU at atol 1e-5.
+ *
+ * The equations are gru_layer_folded's, on gru_fold's weights (bias as the last row of wh, against a
+ * constant 1 after the state; the r/z columns halved so that u = 1 + tanh(a/2) = 2 sigmoid(a)):
+ *   g  = h1 @ wh                          [3H]
+ *   u  = 1 + tanh(g[:2H] + gi[t, :2H])    (= 2 * (r, z))
+ *   n  = tanh(gi[t, 2H:] + u_r * g[2H:])  (= tanh(W_in x + b_in + r * (W_hn h + b_hn)))
+ *   h' = n + (h - n) * u_z * 0.5          (= (1 - z) * n + z * h)
+ * tanh is the rational approximation of Eigen and onnxruntime's MLAS (error below 1e-6 in float32,
+ * tested against numpy's tanh), so the element-wise loops vectorise.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* one build, AVX2/FMA where the CPU has it, SSE2 elsewhere (GCC function multi-versioning) */
+#define KWS_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define KWS_CLONES
+#endif
+
+static inline float fast_tanh(float x)
+{
+    const float c = 7.90531110763549805f;   /* |x| beyond this: tanh rounds to +-1 in float32 */
+    x = x > c ? c : (x < -c ? -c : x);
+    const float x2 = x * x;
+    float p = -2.76076847742355e-16f;
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 - 8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    p = p * x;
+    float q = 1.19825839466702e-06f;
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    return p / q;
+}
+
+KWS_CLONES
+static void tanh_array(const float *x, float *y, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        y[i] = fast_tanh(x[i]);
+}
+
+/* Products 64 columns at a time in eight 8-float accumulators (GCC/clang vector extensions), so they
+   stay in registers while the rows stream past: written as a plain array loop, GCC 12 unrolls the rows
+   and spills the accumulators to the stack (3x slower). */
+#if defined(__GNUC__)
+typedef float v8f __attribute__((vector_size(32)));
+static inline v8f load8(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
+#define KWS_BLOCK 64
+#else
+#define KWS_BLOCK 0
+#endif
+
+/* y[t, j] = sum_i x[t, i] * m[i, j] for t < T, j < cols; x [T, rows], m [rows, cols], y [T, cols],
+   row-major. A 64-column block of m (rows x 256 bytes: one layer's block fits in L1) serves all T rows
+   of x before the next block, so each weight is read from memory once per call, not once per row. */
+static inline void matmul(const float *x, Py_ssize_t T, Py_ssize_t rows, const float *m, Py_ssize_t cols,
+                          float *y)
+{
+    Py_ssize_t j0 = 0;
+#if KWS_BLOCK
+    for (; j0 + KWS_BLOCK <= cols; j0 += KWS_BLOCK) {
+        for (Py_ssize_t t = 0; t < T; t++) {
+            const float *v = x + t * rows;
+            v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+            const float *r = m + j0;
+            for (Py_ssize_t i = 0; i < rows; i++, r += cols) {
+                const float vi = v[i];
+                a0 += vi * load8(r);      a1 += vi * load8(r + 8);  a2 += vi * load8(r + 16);
+                a3 += vi * load8(r + 24); a4 += vi * load8(r + 32); a5 += vi * load8(r + 40);
+                a6 += vi * load8(r + 48); a7 += vi * load8(r + 56);
+            }
+            float *o = y + t * cols + j0;
+            memcpy(o, &a0, 32); memcpy(o + 8, &a1, 32); memcpy(o + 16, &a2, 32); memcpy(o + 24, &a3, 32);
+            memcpy(o + 32, &a4, 32); memcpy(o + 40, &a5, 32); memcpy(o + 48, &a6, 32); memcpy(o + 56, &a7, 32);
+        }
+    }
+#endif
+    for (Py_ssize_t t = 0; t < T && j0 < cols; t++) {
+        float *o = y + t * cols;
+        for (Py_ssize_t j = j0; j < cols; j++)
+            o[j] = 0.0f;
+        for (Py_ssize_t i = 0; i < rows; i++) {
+            const float vi = x[t * rows + i];
+            for (Py_ssize_t j = j0; j < cols; j++)
+                o[j] += vi * m[i * cols + j];
+        }
+    }
+}
+
+KWS_CLONES
+static void gru_layer(const float *x1, Py_ssize_t D1, const float *h0, const float *wi, const float *wh,
+                      float *out, float *gi, float *g, Py_ssize_t T, Py_ssize_t H)
+{
+    const Py_ssize_t G = 3 * H;
+    matmul(x1, T, D1, wi, G, gi);             /* gi = x1 @ wi: the input products of all steps */
+    const float *h = h0;                      /* H + 1 values, the last one 1 */
+    for (Py_ssize_t t = 0; t < T; t++) {
+        const float *git = gi + t * G;
+        float *o = out + t * (H + 1);
+        matmul(h, 1, H + 1, wh, G, g);        /* g = h1 @ wh */
+        for (Py_ssize_t j = 0; j < 2 * H; j++)
+            g[j] = fast_tanh(g[j] + git[j]) + 1.0f;
+        for (Py_ssize_t j = 0; j < H; j++) {
+            const float n = fast_tanh(g[j] * g[2 * H + j] + git[2 * H + j]);
+            o[j] = n + (h[j] - n) * g[H + j] * 0.5f;
+        }
+        o[H] = 1.0f;
+        h = o;
+    }
+}
+
+/* a C-contiguous float32 buffer of `want` floats (want < 0: any length); 0 or -1 with an exception */
+static int get_floats(PyObject *obj, Py_buffer *view, int writable, const char *name, Py_ssize_t want)
+{
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    if (f[0] == '<' || f[0] == '=' || f[0] == '@')
+        f++;
+    if (strcmp(f, "f") != 0 || view->itemsize != 4) {
+        PyErr_Format(PyExc_TypeError, "%s must be float32", name);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    if (want >= 0 && view->len != want * 4) {
+        PyErr_Format(PyExc_ValueError, "%s has %zd values, expected %zd", name, view->len / 4, want);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(gru_layer_doc,
+"gru_layer(x1, h1, wi, wh, out1)\n\n"
+"kws.arith.gru_layer_folded, compiled: x1 [T, D+1] inputs and h1 [H+1] state, each ending in a\n"
+"constant 1; wi [D+1, 3H] and wh [H+1, 3H] gru_fold's weights; writes out1 [T, H+1] (its last\n"
+"column 1, so out1 is the next layer's x1). All float32, C-contiguous. Releases the GIL.");
+
+static PyObject *gru_layer_py(PyObject *self, PyObject *args)
+{
+    PyObject *o_x, *o_h, *o_wi, *o_wh, *o_out;
+    if (!PyArg_ParseTuple(args, "OOOOO:gru_layer", &o_x, &o_h, &o_wi, &o_wh, &o_out))
+        return NULL;
+    Py_buffer v[5];                           /* x1, h1, wi, wh, out1 */
+    int got = 0;
+    PyObject *ret = NULL;
+    float *scratch = NULL;
+    Py_ssize_t H, G, D1, T;
+    if (get_floats(o_h, &v[1], 0, "h1", -1) < 0) goto done;
+    got = 1;
+    H = v[1].len / 4 - 1, G = 3 * H;
+    if (H < 1) { PyErr_SetString(PyExc_ValueError, "h1 needs at least 2 values"); goto done; }
+    if (get_floats(o_wh, &v[3], 0, "wh", (H + 1) * G) < 0) goto done;
+    got = 2;
+    if (get_floats(o_wi, &v[2], 0, "wi", -1) < 0) goto done;
+    got = 3;
+    D1 = v[2].len / 4 / G;
+    if (D1 < 1 || v[2].len != D1 * G * 4) {
+        PyErr_Format(PyExc_ValueError, "wi has %zd values, not a multiple of 3H = %zd", v[2].len / 4, G);
+        goto done;
+    }
+    if (get_floats(o_x, &v[0], 0, "x1", -1) < 0) goto done;
+    got = 4;
+    T = v[0].len / 4 / D1;
+    if (v[0].len != T * D1 * 4) {
+        PyErr_Format(PyExc_ValueError, "x1 has %zd values, not a multiple of D+1 = %zd", v[0].len / 4, D1);
+        goto done;
+    }
+    if (get_floats(o_out, &v[4], 1, "out1", T * (H + 1)) < 0) goto done;
+    got = 5;
+    scratch = (float *)malloc((size_t)(T + 1) * G * sizeof(float));
+    if (scratch == NULL) { PyErr_NoMemory(); goto done; }
+    Py_BEGIN_ALLOW_THREADS
+    gru_layer((const float *)v[0].buf, D1, (const float *)v[1].buf, (const float *)v[2].buf,
+              (const float *)v[3].buf, (float *)v[4].buf, scratch + G, scratch, T, H);
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    ret = Py_None;
+done:
+    free(scratch);
+    {
+        const int order[5] = {1, 3, 2, 0, 4};   /* the order they were taken */
+        for (int k = 0; k < got; k++)
+            PyBuffer_Release(&v[order[k]]);
+    }
+    return ret;
+}
+
+PyDoc_STRVAR(tanh_doc, "tanh(x, out)\n\nThe kernel's tanh on float32 arrays (for its accuracy test).");
+
+static PyObject *tanh_py(PyObject *self, PyObject *args)
+{
+    PyObject *o_x, *o_y;
+    if (!PyArg_ParseTuple(args, "OO:tanh", &o_x, &o_y))
+        return NULL;
+    Py_buffer x, y;
+    if (get_floats(o_x, &x, 0, "x", -1) < 0)
+        return NULL;
+    if (get_floats(o_y, &y, 1, "out", x.len / 4) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    tanh_array((const float *)x.buf, (float *)y.buf, x.len / 4);
+    PyBuffer_Release(&x); PyBuffer_Release(&y);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"gru_layer", gru_layer_py, METH_VARARGS, gru_layer_doc},
+    {"tanh", tanh_py, METH_VARARGS, tanh_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "kws._gru",
+    "kws.arith.gru_layer_folded, compiled (optional; see kws/engine.py).",
+    -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__gru(void)
+{
+    return PyModule_Create(&module);
+}
