@@ -1,10 +1,31 @@
-"""The one compiled part of kws: the GRU recurrence (kws/_gru.c), optional. Metadata is in pyproject.toml.
+"""The two things pyproject.toml cannot say: the one compiled part of kws, and the shipped model in wheels.
 
-Where the extension cannot be built (no C compiler), the install still succeeds and the engine runs
-its numpy loop (same posteriors, ~1.7x slower per 100 ms chunk; README, "Streaming cost")."""
+- kws/_gru.c, the engine's GRU layer, is optional: where it cannot be built (no C compiler), the install
+  still succeeds and the engine runs its numpy loop (same posteriors, ~1.7x slower per 100 ms chunk;
+  README, "Streaming cost").
+- A wheel (`pip install kws` / `pip install .`, not editable) carries models/kws12_gru.npz as
+  kws/_models/kws12_gru.npz, so the default model is found outside a checkout
+  (kws.enginefile.default_model_path). Editable installs read the checkout's models/.
+"""
+import shutil
 import sys
+from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+SHIPPED = Path("models") / "kws12_gru.npz"
+
+
+class BuildPyWithModel(build_py):
+    def run(self):
+        super().run()
+        if not getattr(self, "editable_mode", False) and SHIPPED.exists():
+            target = Path(self.build_lib) / "kws" / "_models"
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(SHIPPED, target / SHIPPED.name)
+
 
 flags = [] if sys.platform == "win32" else ["-O3", "-Wno-psabi"]   # psabi: GCC notes on the SSE2 clone
-setup(ext_modules=[Extension("kws._gru", ["kws/_gru.c"], extra_compile_args=flags, optional=True)])
+setup(ext_modules=[Extension("kws._gru", ["kws/_gru.c"], extra_compile_args=flags, optional=True)],
+      cmdclass={"build_py": BuildPyWithModel})

@@ -27,6 +27,8 @@ FORMAT = "kws-engine"
 FORMAT_VERSION = 1
 HEADER = "__kws__"
 DEFAULT_ENGINE = DEFAULT_MODEL.with_suffix(".npz")
+# where a wheel (`pip install kws`, not editable) carries the shipped engine file: setup.py copies it there
+PACKAGED_ENGINE = Path(__file__).resolve().parent / "_models" / DEFAULT_ENGINE.name
 TORCH_HINT = "pip install 'kws[train]'"
 
 
@@ -121,7 +123,12 @@ def load_engine(path: str | Path) -> EngineModel:
 
 
 def default_model_path() -> Path:
-    return DEFAULT_ENGINE if DEFAULT_ENGINE.exists() else DEFAULT_MODEL
+    """The shipped model: the checkout's models/ (editable installs, development), else the copy inside
+    the installed package (a wheel), else the checkout's .pt (its "not found" names that path)."""
+    for p in (DEFAULT_ENGINE, PACKAGED_ENGINE):
+        if p.exists():
+            return p
+    return DEFAULT_MODEL
 
 
 def load_model(path: str | Path | None = None) -> EngineModel:

@@ -1,5 +1,6 @@
-"""The base install is the run time without torch: `pip install kws` into a fresh virtual environment,
-then `kws detect` on a file, on the shipped engine model (.npz), with torch not importable there."""
+"""The base install is the run time without torch: `pip install kws` into a fresh virtual environment
+(a real wheel build, not editable), then `kws detect` on a file, on the shipped engine model (.npz) that
+the wheel carries, with torch not importable there and every command run outside the checkout."""
 import os
 import shutil
 import subprocess
@@ -18,23 +19,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def base_venv(tmp_path_factory):
-    """A copy of the package (code, pyproject, README, the engine model; no .pt) installed, editable so
-    the default model is found, into a venv that has never seen torch."""
+    """A copy of the package (code, pyproject, setup.py, README, the engine model; no .pt) built as a
+    wheel and installed into a venv that has never seen torch; the copy is deleted before the tests, so
+    the default model can only come from inside the installed package."""
     d = tmp_path_factory.mktemp("base")
     src = d / "src"
     shutil.copytree(ROOT / "kws", src / "kws", ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd"))
-    for f in ("pyproject.toml", "setup.py", "README.md"):
+    for f in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
         shutil.copy(ROOT / f, src / f)
     (src / "models").mkdir()
     shutil.copy(ROOT / "models" / "kws12_gru.npz", src / "models")
     venv = d / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
-    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", str(src)],
-                       capture_output=True, text=True)
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(src)],
+                       capture_output=True, text=True, cwd=d)
     if r.returncode != 0:
         msg = f"pip install of the base package failed (no package index reachable?): {r.stderr.strip()[-800:]}"
         pytest.fail(msg) if os.environ.get("CI") else pytest.skip(msg)
+    shutil.rmtree(src)
     return py
 
 
@@ -48,6 +51,13 @@ def test_base_install_builds_the_compiled_kernel(base_venv):
         assert r.stdout.strip() == "c", "the base install did not build kws._gru"
     else:
         assert r.stdout.strip() in ("c", "numpy")
+
+
+def test_the_wheel_carries_the_shipped_model(base_venv):
+    r = subprocess.run([str(base_venv), "-c", "from kws.enginefile import default_model_path as d; print(d())"],
+                       capture_output=True, text=True, cwd=base_venv.parent)
+    assert r.returncode == 0, r.stderr
+    assert "site-packages" in r.stdout and r.stdout.strip().endswith("_models/kws12_gru.npz")
 
 
 def test_base_install_has_no_torch(base_venv):
