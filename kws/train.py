@@ -61,6 +61,8 @@ class TrainConfig:
     augment: bool = True
     augment_overrides: dict = field(default_factory=dict)   # AugmentConfig fields to change, e.g. {"reverb_prob": 0.1}
     unknown_inside: bool = True    # also label the inside of non-keyword words `_unknown_`
+    target_start: float = 0.03     # a word's label on the frames from this many seconds after its end...
+    target_end: float = 0.7        # ...to this many (or the next word's start); negative start: inside the word
     init: str = ""                 # start from this model file's weights (fine-tuning)
     threads: int = 1               # torch threads of the trainer; a second process makes the batches
     select_root: str = ""          # choose the best epoch on this root's validation accuracy (default: mean over roots)
@@ -78,10 +80,11 @@ def load_noises(roots) -> list[np.ndarray]:
 
 
 def frame_targets(spans, labels_idx, silent, n_frames, fcfg: FeatureConfig, silence_idx: int,
-                  unknown_idx: int = -1) -> np.ndarray:
+                  unknown_idx: int = -1, window: tuple = (0.03, 0.7)) -> np.ndarray:
     """Per-frame targets for one sequence of back-to-back clips (see module docstring). Frames inside a
     non-keyword word (from 100 ms after its start) are `_unknown_` too: a keyword-like onset must not
-    fire before the word has shown it is not a keyword."""
+    fire before the word has shown it is not a keyword. `window` (seconds relative to the word's end, start
+    clipped to the word's start) is where the word's label goes: the frames whose reading should say it."""
     sr = fcfg.sample_rate
     ends = np.arange(n_frames) * fcfg.hop + fcfg.n_fft          # sample at which each frame completes
     tgt = np.full(n_frames, -100, np.int64)
@@ -89,10 +92,11 @@ def frame_targets(spans, labels_idx, silent, n_frames, fcfg: FeatureConfig, sile
     words = [(s, e, y) for (s, e), y, sil in zip(spans, labels_idx, silent) if not sil]
     for k, (s, e, y) in enumerate(words):
         nxt = words[k + 1][0] if k + 1 < len(words) else 10 ** 12
-        win = (ends >= e + 0.03 * sr) & (ends <= min(e + 0.7 * sr, nxt))
+        first = max(e + window[0] * sr, s)
+        win = (ends >= first) & (ends <= min(e + window[1] * sr, nxt))
         tgt[win] = y
         if y == unknown_idx:
-            tgt[(ends >= s + 0.1 * sr) & (ends < e + 0.03 * sr)] = y
+            tgt[(ends >= s + 0.1 * sr) & (ends < first)] = y
         busy |= (ends >= s - 0.05 * sr) & (ends <= e + 0.9 * sr)
     if silence_idx >= 0:
         tgt[~busy & (tgt == -100)] = silence_idx
@@ -143,7 +147,8 @@ class BatchMaker:
                 spans.append((span[0] + k * CLIP, span[1] + k * CLIP))
                 ys.append(self.clips.y[i])
                 sil.append(is_sil)
-            targets.append(frame_targets(spans, ys, sil, n_frames, self.fcfg, self.silence_idx, self.unknown_idx))
+            targets.append(frame_targets(spans, ys, sil, n_frames, self.fcfg, self.silence_idx, self.unknown_idx,
+                                         (self.cfg.target_start, self.cfg.target_end)))
         return torch.from_numpy(wave), torch.from_numpy(np.stack(targets))
 
 
@@ -260,6 +265,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
             raise KwsError(f"data root not found: {parse_root(r)[0]}")
     if cfg.weights and len(cfg.weights) != len(cfg.data):
         raise KwsError(f"--weights has {len(cfg.weights)} values for {len(cfg.data)} data roots")
+    if not cfg.target_start < cfg.target_end:
+        raise KwsError(f"--target-start ({cfg.target_start:g} s) must be before --target-end ({cfg.target_end:g} s)")
     labels = task_labels(cfg.task, cfg.words or None)
     fcfg = FeatureConfig()
     scanned = [scan_root(r) for r in cfg.data]          # each root read once
@@ -401,7 +408,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
 # TrainConfig fields that are plain `--name VALUE` options, with their types (one list for parser and run)
 PLAIN_OPTIONS = [("epochs", int), ("batch", int), ("seq_clips", int), ("lr", float), ("hidden", int),
                  ("layers", int), ("stack", int), ("dropout", float), ("epoch_clips", int), ("seed", int),
-                 ("threads", int), ("unknown_weight", float), ("carry_prob", float)]
+                 ("threads", int), ("unknown_weight", float), ("carry_prob", float), ("target_start", float),
+                 ("target_end", float)]
 
 
 def add_parser(sub) -> None:

@@ -70,6 +70,26 @@ def test_frame_targets_label_after_word_and_silence_far_from_words():
     assert set(tgt[(ends[:150] > 3200) & (ends[:150] < 3200 + 1600)]) == {-100}
 
 
+def test_frame_target_window_moves_the_labelled_frames():
+    """--target-start/--target-end: the label from 100 ms before the word's end (inside it) to 300 ms after."""
+    fcfg = FeatureConfig()
+    ends = np.arange(200) * fcfg.hop + fcfg.n_fft
+    tgt = frame_targets([(3200, 8000)], [3], [False], 200, fcfg, silence_idx=0, window=(-0.1, 0.3))
+    assert set(tgt[(ends >= 8000 - 1600) & (ends <= 8000 + 4800)]) == {3}
+    assert 3 not in set(tgt[(ends < 8000 - 1600) | (ends > 8000 + 4800)])
+    # a start before the word's beginning is clipped to it
+    tgt = frame_targets([(3200, 8000)], [3], [False], 200, fcfg, silence_idx=0, window=(-1.0, 0.3))
+    assert set(tgt[(ends >= 3200) & (ends <= 8000 + 4800)]) == {3} and 3 not in set(tgt[ends < 3200])
+
+
+def test_bad_target_window_is_one_clear_error(tmp_path):
+    from kws.errors import KwsError
+    root = make_corpus(tmp_path / "corpus")
+    cfg = TrainConfig(data=[str(root)], target_start=0.5, target_end=0.2, out=str(tmp_path / "run"), cache="")
+    with pytest.raises(KwsError, match="target-start"):
+        train(cfg)
+
+
 @pytest.mark.slow
 def test_tiny_corpus_trains_well_above_chance(tmp_path):
     root = make_corpus(tmp_path / "corpus")
