@@ -152,6 +152,17 @@ class Streams:
         return {"threshold": round(float(thr.min()), 4) if np.ptp(thr) == 0 else None,
                 **score_detections(per_file, self.occs, self.hours)}
 
+    def missed(self, thr: np.ndarray) -> dict:
+        """file name -> one bool per keyword occurrence (True: no detection matched it) at thresholds thr."""
+        out = {}
+        for name, occ in self.occs.items():
+            sm = self.sm.get(name)
+            dets = [] if sm is None else [(self.frame_time(t), self.labels[self.kw_idx[k]])
+                                          for t, k, _ in detect_frames(sm, thr, self.refractory)]
+            hit = {o for _, o in match_detections(dets, occ)[0]}
+            out[name] = [i not in hit for i in range(len(occ))]
+        return out
+
     def sweep(self, thresholds) -> list[dict]:
         """One row per threshold, the same for every keyword."""
         return [self.score(np.full(len(self.kw_idx), float(t))) for t in thresholds]
@@ -211,6 +222,31 @@ def tune_label_thresholds(files: dict, occs: dict, labels: list[str], thresholds
 
 
 FA_BUDGETS = (0.5, 2.0, 5.0)     # false alarms per hour at which every report gives the best FRR
+
+
+def snr_band(snr_db: float) -> str:
+    """Ground-truth SNRs (make_stream_benchmark.py's --snrs, or what a spiky noise allowed) to the nearest
+    5 dB, 25 dB and above together: the bands a report of misses by noise level uses."""
+    return "25+" if snr_db >= 22.5 else f"{int(5 * round(snr_db / 5))}"
+
+
+def frr_by_snr(streams: "Streams", thr: np.ndarray) -> dict | None:
+    """Misses by SNR band at thresholds thr, where every occurrence has an `snr_db` column; else None."""
+    occs = [o for v in streams.occs.values() for o in v]
+    try:
+        bands = {id(o): snr_band(float(o.extra["snr_db"])) for o in occs}
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not occs:
+        return None
+    count: dict = {}
+    for name, miss in streams.missed(thr).items():
+        for o, m in zip(streams.occs[name], miss):
+            n, k = count.get(bands[id(o)], (0, 0))
+            count[bands[id(o)]] = (n + 1, k + int(m))
+    order = sorted(count, key=lambda b: float(b.rstrip("+")))
+    return {b: {"keywords": count[b][0], "misses": count[b][1], "frr": round(count[b][1] / count[b][0], 4)}
+            for b in order}
 
 
 def operating_point(rows: list[dict], max_fa_per_hour: float = 0.5) -> dict | None:
@@ -392,6 +428,10 @@ def cmd_eval_stream(args) -> int:
         console.print(f"operating point: threshold {fmt_thr(op['threshold'])}: FRR {100 * op['frr']:.1f}%, "
                       f"{op['fa_per_hour']:.2f} FA/h, latency median "
                       + ("-" if op["latency_median_s"] is None else f"{op['latency_median_s']:.2f} s"))
+    by_snr = None if op is None else frr_by_snr(streams, np.full(len(streams.kw_idx), op["threshold"]))
+    if by_snr:
+        console.print(f"FRR by SNR at threshold {fmt_thr(op['threshold'])}: " + ", ".join(
+            f"{b} dB {100 * v['frr']:.1f}% ({v['misses']}/{v['keywords']})" for b, v in by_snr.items()))
     budgets = {f"{b:g}": operating_point(rows, b) for b in FA_BUDGETS}
     console.print("FRR at ≤ " + ", ≤ ".join(
         f"{b} FA/h: " + ("none" if o is None else f"{100 * o['frr']:.1f}% (thr {fmt_thr(o['threshold'])})")
@@ -404,7 +444,8 @@ def cmd_eval_stream(args) -> int:
               "matching": f"detection of L matches an unmatched occurrence of L with start <= time <= end + "
                           f"{MATCH_AFTER_END_S} s",
               "max_fa_per_hour": args.max_fa, "operating_point": op, "default": d_row, "model_setting": own,
-              "per_label": tuned, "at_fa_budgets": budgets, "sweep": rows}
+              "per_label": tuned, "at_fa_budgets": budgets, "frr_by_snr_at_operating_point": by_snr,
+              "sweep": rows}
     if args.save_model:
         from .enginefile import save_model
         if args.per_label:

@@ -608,3 +608,27 @@ def test_eval_noise_folder_makes_the_silence_clips(tmp_path, capsys):
     assert json.loads(js.read_text())["noise"] == str(noise)
     assert main(["eval", "--model", str(m), "--data", str(tmp_path / "data"), "--noise", str(tmp_path / "x")]) == 2
     assert "--noise: no such folder" in capsys.readouterr().err
+
+
+def test_frr_by_snr_counts_each_band_at_a_threshold():
+    """kws eval-stream's misses by noise level: two of three keywords at 5 dB heard, the 20 dB one missed."""
+    from kws.stream_eval import Occurrence, Streams, frr_by_snr, snr_band
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    sm = np.zeros((500, 2), np.float32)           # smoothed keyword posteriors (yes, no), 1 frame = 10 ms
+    sm[110:115, 0] = 0.9                          # yes at 1.0-1.05 s: heard
+    sm[210:215, 1] = 0.9                          # no at 2.0 s: heard
+    sm[310:315, 0] = 0.4                          # yes at 3.0 s: too weak at 0.5
+    occ = [Occurrence("a.wav", "yes", 0.9, 1.05, {"snr_db": "5.0"}),
+           Occurrence("a.wav", "no", 1.9, 2.05, {"snr_db": "6.3"}),
+           Occurrence("a.wav", "yes", 2.9, 3.05, {"snr_db": "20"}),
+           Occurrence("a.wav", "no", 3.9, 4.05, {"snr_db": "31.8"})]
+    st = Streams({"a.wav": sm}, {"a.wav": occ}, labels, np.array([2, 3]), 50, lambda t: t / 100, 1 / 720)
+    got = frr_by_snr(st, np.full(2, 0.5))
+    assert list(got) == ["5", "20", "25+"]
+    assert got["5"] == {"keywords": 2, "misses": 0, "frr": 0.0}
+    assert got["20"]["misses"] == 1 and got["25+"]["misses"] == 1
+    assert frr_by_snr(st, np.full(2, 0.3))["20"]["misses"] == 0      # a lower threshold hears the weak one
+    assert snr_band(12.4) == "10" and snr_band(22.5) == "25+"
+    no_snr = Streams({"a.wav": sm}, {"a.wav": [Occurrence("a.wav", "yes", 0.9, 1.05)]}, labels, np.array([2, 3]),
+                     50, lambda t: t / 100, 1 / 720)
+    assert frr_by_snr(no_snr, np.full(2, 0.5)) is None
