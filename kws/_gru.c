@@ -5,7 +5,7 @@
  * (README, "Streaming cost"). This is the same loop, one call per layer and chunk.
  *
  * Optional: when it is not built (no C compiler at install), kws/engine.py runs the numpy loop, and
- * tests/test_engine.py holds this kernel to that loop and to torch.nn.GRU at atol 1e-5.
+ * tests/test_kernel.py holds this kernel to that loop and to torch.nn.GRU at atol 1e-5.
  *
  * The equations are gru_layer_folded's, on gru_fold's weights (bias as the last row of wh, against a
  * constant 1 after the state; the r/z columns halved so that u = 1 + tanh(a/2) = 2 sigmoid(a)):
