@@ -96,12 +96,10 @@ def main() -> None:
     from kws.modelfile import DEFAULT_MODEL, load_bundle
     from kws.stream import KeywordSpotter
     bundle = load_bundle(args.model or DEFAULT_MODEL)
-    from dataclasses import replace
-    from kws.engine import Engine
     from kws.enginefile import from_bundle
     em = from_bundle(bundle)
     spotters = {"torch": KeywordSpotter(bundle, backend="torch"),
-                "numpy": KeywordSpotter(replace(em, engine=Engine(em.cfg, em.arrays, kernel="numpy"))),
+                "numpy": KeywordSpotter(em.with_kernel("numpy")),
                 "engine": KeywordSpotter(em)}
     if em.engine.kernel != "c":
         print("note: kws._gru is not built, so 'engine' runs the numpy loop too (see setup.py)")

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,10 @@ class EngineModel:
     @property
     def cfg(self) -> ModelConfig:
         return self.engine.cfg
+
+    def with_kernel(self, kernel: str) -> "EngineModel":
+        """The same model on an engine whose GRU layers run in `kernel` ("c" or "numpy"; see engine.py)."""
+        return replace(self, engine=Engine(self.cfg, self.arrays, kernel=kernel))
 
 
 def make_engine_model(features: FeatureConfig, mcfg: ModelConfig, labels, arrays: dict,

@@ -144,22 +144,23 @@ class Streams:
               for name, post in files.items()}
         return cls(sm, occs, labels, kw_idx, refractory, frame_time, hours)
 
+    def detections(self, thr: np.ndarray) -> dict:
+        """file name -> the detector's (time, label) list at thresholds thr (one per keyword)."""
+        return {name: [(self.frame_time(t), self.labels[self.kw_idx[k]])
+                       for t, k, _ in detect_frames(sm, thr, self.refractory)]
+                for name, sm in self.sm.items()}
+
     def score(self, thr: np.ndarray) -> dict:
         """One operating point (a threshold per keyword) over all files: hits, FRR, FA/h, latency."""
-        per_file = {name: [(self.frame_time(t), self.labels[self.kw_idx[k]])
-                           for t, k, _ in detect_frames(sm, thr, self.refractory)]
-                    for name, sm in self.sm.items()}
+        per_file = self.detections(thr)
         return {"threshold": round(float(thr.min()), 4) if np.ptp(thr) == 0 else None,
                 **score_detections(per_file, self.occs, self.hours)}
 
     def missed(self, thr: np.ndarray) -> dict:
         """file name -> one bool per keyword occurrence (True: no detection matched it) at thresholds thr."""
-        out = {}
+        per_file, out = self.detections(thr), {}
         for name, occ in self.occs.items():
-            sm = self.sm.get(name)
-            dets = [] if sm is None else [(self.frame_time(t), self.labels[self.kw_idx[k]])
-                                          for t, k, _ in detect_frames(sm, thr, self.refractory)]
-            hit = {o for _, o in match_detections(dets, occ)[0]}
+            hit = {o for _, o in match_detections(per_file.get(name, []), occ)[0]}
             out[name] = [i not in hit for i in range(len(occ))]
         return out
 

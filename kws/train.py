@@ -80,7 +80,8 @@ def load_noises(roots) -> list[np.ndarray]:
 
 
 def frame_targets(spans, labels_idx, silent, n_frames, fcfg: FeatureConfig, silence_idx: int,
-                  unknown_idx: int = -1, window: tuple = (0.03, 0.7)) -> np.ndarray:
+                  unknown_idx: int = -1,
+                  window: tuple = (TrainConfig.target_start, TrainConfig.target_end)) -> np.ndarray:
     """Per-frame targets for one sequence of back-to-back clips (see module docstring). Frames inside a
     non-keyword word (from 100 ms after its start) are `_unknown_` too: a keyword-like onset must not
     fire before the word has shown it is not a keyword. `window` (seconds relative to the word's end, start

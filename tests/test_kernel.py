@@ -14,7 +14,7 @@ import torch
 from conftest import speech_like
 from test_features import random_partition, split
 from kws import arith, engine
-from kws.engine import Engine, resolve_kernel
+from kws.engine import resolve_kernel
 from kws.enginefile import from_bundle
 from kws.modelfile import DEFAULT_MODEL, load_bundle
 from kws.stream import KeywordSpotter
@@ -110,11 +110,6 @@ def shipped():
     return from_bundle(load_bundle(DEFAULT_MODEL))
 
 
-def with_kernel(em, kernel):
-    from dataclasses import replace
-    return replace(em, engine=Engine(em.cfg, em.arrays, kernel=kernel))
-
-
 @needs_kernel
 @pytest.mark.parametrize("kind", ["ones", "mixed", "whole"])
 def test_spotter_posteriors_equal_for_both_kernels(shipped, kind):
@@ -123,7 +118,7 @@ def test_spotter_posteriors_equal_for_both_kernels(shipped, kind):
     chunks = split(y, random_partition(len(y), np.random.default_rng(1), kind))
     out = {}
     for kernel in ("c", "numpy"):
-        sp = KeywordSpotter(with_kernel(shipped, kernel))
+        sp = KeywordSpotter(shipped.with_kernel(kernel))
         assert sp.net.kernel == kernel
         out[kernel] = np.concatenate([sp.step_frames(c) for c in chunks])
     assert len(out["c"]) > 0
@@ -134,7 +129,7 @@ def test_spotter_posteriors_equal_for_both_kernels(shipped, kind):
 def test_threads_sharing_one_engine_get_their_own_results(shipped):
     """kws serve streams clients in threads on one model; the kernel runs without the GIL, each thread
     with its own buffers, so concurrent streams must give what each gives alone."""
-    em = with_kernel(shipped, "c")
+    em = shipped.with_kernel("c")
     audio = [speech_like(4.0, seed=s) for s in range(4)]
 
     def run(y):
