@@ -8,12 +8,53 @@ lines. Training uses torch's fused `nn.GRU` for speed; tests/test_engine.py hold
 from __future__ import annotations
 
 
-def mfcc_from_frames(xp, frames, window, mel_fb_t, dct, log_floor: float):
-    """[..., T, n_fft] frames -> [..., T, n_mfcc]: Hann window, power spectrum, mel (mel_fb_t is
-    [n_fft//2+1, n_mels]), natural log with a fixed floor, DCT-II. Runs in the dtype it is given."""
+def mel_power(xp, frames, window, mel_fb_t):
+    """[..., T, n_fft] frames -> [..., T, n_mels]: Hann window, power spectrum, mel (mel_fb_t is
+    [n_fft//2+1, n_mels]). Runs in the dtype it is given."""
     spec = xp.fft.rfft(frames * window)
     power = spec.real * spec.real + spec.imag * spec.imag
-    return xp.log(power @ mel_fb_t + log_floor) @ dct
+    return power @ mel_fb_t
+
+
+def mfcc_from_frames(xp, frames, window, mel_fb_t, dct, log_floor: float):
+    """[..., T, n_fft] frames -> [..., T, n_mfcc]: mel power, natural log with a fixed floor, DCT-II."""
+    return xp.log(mel_power(xp, frames, window, mel_fb_t) + log_floor) @ dct
+
+
+def pcen_smoother(xp, mel, s: float, state=None):
+    """The causal smoother of PCEN over time (axis -2): m[t] = m[t-1] + s * (E[t] - m[t-1]).
+
+    mel [..., T, n_mels] (T >= 1); state [..., n_mels] is m before the first frame (None: a stream's
+    start, m = E[0], the steady state of the first frame, as librosa.pcen starts). -> all m [..., T, n_mels].
+    One frame after another, in the dtype given, so a stream cut into chunks (carrying m[-1]) gets
+    the same values as the whole signal."""
+    out = xp.empty_like(mel)
+    m = mel[..., 0, :] if state is None else state
+    for t in range(mel.shape[-2]):
+        m = m + s * (mel[..., t, :] - m)
+        out[..., t, :] = m
+    return out
+
+
+def pcen(xp, mel, smooth, alpha: float, delta: float, r: float, eps: float):
+    """Per-channel energy normalisation (Wang et al. 2017): (E / (eps + m)^alpha + delta)^r - delta^r.
+    Dividing by the smoothed energy m of each mel band is an automatic gain control per band: a steady
+    background (noise, a microphone's colouring, the input gain) maps to a constant, an onset stands out."""
+    return (mel / (eps + smooth) ** alpha + delta) ** r - delta ** r
+
+
+def features_from_frames(xp, frames, window, mel_fb_t, dct, cfg, state=None):
+    """[..., T, n_fft] frames -> ([..., T, n_mfcc] features, front-end state): the front end of
+    `cfg` (a FeatureConfig): "log" (log mel, stateless: state stays None) or "pcen" (PCEN mel; the
+    state is the smoother's last value [..., n_mels], to pass with the next frames of the same stream).
+    The DCT-II follows either way."""
+    mel = mel_power(xp, frames, window, mel_fb_t)
+    if cfg.frontend == "log":
+        return xp.log(mel + cfg.log_floor) @ dct, None
+    if mel.shape[-2] == 0:
+        return mel @ dct, state
+    m = pcen_smoother(xp, mel, cfg.pcen_s, state)
+    return pcen(xp, mel, m, cfg.pcen_alpha, cfg.pcen_delta, cfg.pcen_r, cfg.pcen_eps) @ dct, m[..., -1, :]
 
 
 def normalize_stack(frames, mean, std, stack: int):

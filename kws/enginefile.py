@@ -21,10 +21,10 @@ from .config import ModelConfig
 from .engine import Engine
 from .errors import first_line
 from .features import FeatureConfig
-from .modelfile import DEFAULT_MODEL, ModelFileError
+from .modelfile import DEFAULT_MODEL, READS_VERSIONS, ModelFileError, format_version
 
 FORMAT = "kws-engine"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # as the .pt's (modelfile.format_version: 1 for log mel, 2 for PCEN)
 HEADER = "__kws__"
 DEFAULT_ENGINE = DEFAULT_MODEL.with_suffix(".npz")
 # where a wheel (`pip install kws`, not editable) carries the shipped engine file: setup.py copies it there
@@ -70,7 +70,7 @@ def from_bundle(bundle) -> EngineModel:
 
 
 def header(m: EngineModel) -> dict:
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "labels": list(m.labels),
+    return {"format": FORMAT, "format_version": format_version(m.features), "labels": list(m.labels),
             "features": m.features.to_dict(), "model": m.cfg.to_dict(), "detector": dict(m.detector),
             "meta": dict(m.meta)}
 
@@ -116,9 +116,9 @@ def load_engine(path: str | Path) -> EngineModel:
         raise ModelFileError(f"cannot read model file {path}: not a kws model or corrupt ({first_line(e)[:120]})") from None
     if not isinstance(head, dict) or head.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not a kws model file")
-    if head.get("format_version") != FORMAT_VERSION:
+    if head.get("format_version") not in READS_VERSIONS:
         raise ModelFileError(f"{path} has engine format version {head.get('format_version')}; "
-                             f"this kws reads version {FORMAT_VERSION}")
+                             f"this kws reads versions {', '.join(map(str, READS_VERSIONS))}")
     try:
         return make_engine_model(FeatureConfig.from_dict(head["features"]), ModelConfig.from_dict(head["model"]),
                                  head["labels"], arrays, head.get("detector"), head.get("meta"))

@@ -8,7 +8,11 @@ Two choices make chunked and whole-signal features identical:
 - the log has a fixed floor (`log(mel + floor)`): no dB relative to the input's maximum, no top_db;
 - framing is `center=False`: a frame exists once `n_fft` samples have arrived, and the streaming
   extractor carries the leftover samples between chunks.
-Both paths run `arith.mfcc_from_frames`, so the arithmetic per frame is the same code.
+Both paths run `arith.features_from_frames`, so the arithmetic per frame is the same code.
+
+`frontend="pcen"` replaces the log by per-channel energy normalisation (arith.pcen), a causal automatic
+gain control per mel band meant to make the features robust to background noise, microphone and gain.
+Its smoother runs frame by frame and the streaming extractor carries it, so the same equality holds.
 
 This module is numpy only (the run time imports it without torch). The torch twins used by training
 and the tests (`MFCC`, `frames_to_mfcc`, `frame_signal`, and `mel_filterbank` / `dct_matrix` as
@@ -23,6 +27,9 @@ import numpy as np
 from . import arith
 
 
+FRONTENDS = ("log", "pcen")
+
+
 @dataclass
 class FeatureConfig:
     sample_rate: int = 16000
@@ -33,6 +40,29 @@ class FeatureConfig:
     f_min: float = 20.0
     f_max: float = 7600.0
     log_floor: float = 1e-6
+    # "log": log mel (stateless per frame); "pcen": per-channel energy normalisation of the mel power
+    # (arith.pcen; causal, with a smoother carried from frame to frame), both followed by the DCT
+    frontend: str = "log"
+    pcen_time_s: float = 0.4       # the smoother's time constant (librosa.pcen's default)
+    pcen_alpha: float = 0.98
+    pcen_delta: float = 2.0
+    pcen_r: float = 0.5
+    pcen_eps: float = 1e-12        # on the power of [-1, 1] audio: about -120 dB, below any real noise
+
+    def __post_init__(self):
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"unknown feature front end {self.frontend!r} (this kws knows: {', '.join(FRONTENDS)})")
+
+    @property
+    def stateful(self) -> bool:
+        """True when a frame's features depend on earlier frames (PCEN's smoother)."""
+        return self.frontend == "pcen"
+
+    @property
+    def pcen_s(self) -> float:
+        """The smoother's coefficient per hop for pcen_time_s (librosa.pcen's formula)."""
+        t = self.pcen_time_s * self.sample_rate / self.hop
+        return float((np.sqrt(1 + 4 * t * t) - 1) / (2 * t * t))
 
     @property
     def n_fft(self) -> int:
@@ -109,12 +139,18 @@ class NumpyMFCC:
     def n_frames(self, n_samples: int) -> int:
         return max(0, (n_samples - self.cfg.n_fft) // self.cfg.hop + 1)
 
-    def from_frames(self, frames: np.ndarray) -> np.ndarray:
+    def from_frames(self, frames: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
+        """Frames [..., T, n_fft] of one signal (from its start, or after `state`) -> features."""
+        return self.run(frames, state)[0]
+
+    def run(self, frames: np.ndarray, state: np.ndarray | None = None):
+        """-> (features [..., T, n_mfcc] float32, the front end's state after them: None for "log", PCEN's
+        smoother for "pcen"; pass it with the next frames of the same stream)."""
         if frames.shape[-2] == 0:
-            return np.zeros((*frames.shape[:-1], self.cfg.n_mfcc), np.float32)
-        out = arith.mfcc_from_frames(np, frames.astype(np.float64, copy=False), self.window, self.mel_fb_t,
-                                     self.dct, self.cfg.log_floor)
-        return out.astype(np.float32)
+            return np.zeros((*frames.shape[:-1], self.cfg.n_mfcc), np.float32), state
+        out, state = arith.features_from_frames(np, frames.astype(np.float64, copy=False), self.window,
+                                                self.mel_fb_t, self.dct, self.cfg, state)
+        return out.astype(np.float32), state
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         return self.from_frames(frame_view(np.asarray(wave), self.cfg.n_fft, self.cfg.hop))
@@ -139,7 +175,7 @@ class StreamingMFCC:
     """Feeds any-length chunks; returns the MFCC frames [T, n_mfcc] completed by each chunk.
 
     Carries the samples of the last partial window between calls (in float64, the features' own
-    precision), so the concatenation of all outputs equals `NumpyMFCC(cfg)(whole_signal)` for any chunking.
+    precision) and the front end's state (PCEN's smoother), so the concatenation of all outputs equals `NumpyMFCC(cfg)(whole_signal)` for any chunking.
     """
 
     def __init__(self, mfcc: NumpyMFCC | FeatureConfig | None = None):
@@ -148,6 +184,7 @@ class StreamingMFCC:
 
     def reset(self) -> None:
         self._buf = np.zeros(0, np.float64)
+        self._state = None              # the front end's state (PCEN's smoother), None at a stream's start
         self.frames_emitted = 0
 
     def __call__(self, chunk) -> np.ndarray:
@@ -157,13 +194,13 @@ class StreamingMFCC:
         if n == 0:
             self._buf = buf
             return np.zeros((0, cfg.n_mfcc), np.float32)
-        out = self.mfcc.from_frames(frame_view(buf, cfg.n_fft, cfg.hop))
+        out, self._state = self.mfcc.run(frame_view(buf, cfg.n_fft, cfg.hop), self._state)
         self._buf = buf[n * cfg.hop:]
         self.frames_emitted += n
         return out
 
 
-_TORCH_TWINS = {"MFCC", "frames_to_mfcc", "frame_signal", "mel_filterbank", "dct_matrix", "TorchStreamingMFCC"}
+_TORCH_TWINS = {"MFCC", "frames_to_mfcc", "frames_to_features", "frame_signal", "mel_filterbank", "dct_matrix", "TorchStreamingMFCC"}
 
 
 def __getattr__(name):

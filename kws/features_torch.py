@@ -1,5 +1,5 @@
 """The torch side of the features: batch MFCC for training and tests, on the same arithmetic as the
-numpy run time (`arith.mfcc_from_frames`) and the same filterbank and DCT matrices (features.py)."""
+numpy run time (`arith.features_from_frames`) and the same filterbank and DCT matrices (features.py)."""
 from __future__ import annotations
 
 import torch
@@ -26,18 +26,26 @@ def frame_signal(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     return x.unfold(-1, n_fft, hop)
 
 
-def frames_to_mfcc(frames: torch.Tensor, window: torch.Tensor, mel_fb: torch.Tensor,
-                   dct: torch.Tensor, log_floor: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """[..., T, n_fft] frames -> [..., T, n_mfcc] float32 via arith.mfcc_from_frames.
+def frames_to_features(frames: torch.Tensor, window: torch.Tensor, mel_fb: torch.Tensor, dct: torch.Tensor,
+                       cfg: FeatureConfig, dtype: torch.dtype = torch.float64, state: torch.Tensor | None = None):
+    """[..., T, n_fft] frames -> ([..., T, n_mfcc] float32, front-end state) via arith.features_from_frames
+    (`cfg.frontend`: log mel or PCEN; the state is PCEN's smoother, None for log).
 
     float64 inside by default (as the run time); training augmentation passes float32 (speed;
     exactness across chunkings does not matter there) and a per-clip filterbank [B, n_mels, F]
     (VTLP warp and spectral tilt)."""
     if frames.shape[-2] == 0:  # MKL's FFT rejects empty batches
-        return frames.new_zeros(*frames.shape[:-1], dct.shape[1], dtype=torch.float32)
-    out = arith.mfcc_from_frames(torch, frames.to(dtype), window.to(dtype), mel_fb.to(dtype).transpose(-1, -2),
-                                 dct.to(dtype), log_floor)
-    return out.float()
+        return frames.new_zeros(*frames.shape[:-1], dct.shape[1], dtype=torch.float32), state
+    out, state = arith.features_from_frames(torch, frames.to(dtype), window.to(dtype),
+                                            mel_fb.to(dtype).transpose(-1, -2), dct.to(dtype), cfg,
+                                            None if state is None else state.to(dtype))
+    return out.float(), state
+
+
+def frames_to_mfcc(frames: torch.Tensor, window: torch.Tensor, mel_fb: torch.Tensor,
+                   dct: torch.Tensor, cfg: FeatureConfig, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """`frames_to_features` of frames from a signal's start, without the state."""
+    return frames_to_features(frames, window, mel_fb, dct, cfg, dtype)[0]
 
 
 class MFCC(nn.Module):
@@ -54,7 +62,11 @@ class MFCC(nn.Module):
         return max(0, (n_samples - self.cfg.n_fft) // self.cfg.hop + 1)
 
     def from_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        return frames_to_mfcc(frames, self.window, self.mel_fb, self.dct, self.cfg.log_floor)
+        return frames_to_mfcc(frames, self.window, self.mel_fb, self.dct, self.cfg)
+
+    def run(self, frames: torch.Tensor, state: torch.Tensor | None = None):
+        """-> (features, front-end state) for frames that follow `state` in one stream."""
+        return frames_to_features(frames, self.window, self.mel_fb, self.dct, self.cfg, state=state)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return self.from_frames(frame_signal(wave, self.cfg.n_fft, self.cfg.hop))
@@ -70,6 +82,7 @@ class TorchStreamingMFCC:
 
     def reset(self) -> None:
         self._buf = torch.zeros(0)
+        self._state = None
 
     def __call__(self, chunk) -> torch.Tensor:
         cfg = self.mfcc.cfg
@@ -78,6 +91,7 @@ class TorchStreamingMFCC:
         if n == 0:
             self._buf = buf
             return torch.zeros(0, cfg.n_mfcc)
-        out = self.mfcc.from_frames(frame_signal(buf[: (n - 1) * cfg.hop + cfg.n_fft], cfg.n_fft, cfg.hop))
+        out, self._state = self.mfcc.run(frame_signal(buf[: (n - 1) * cfg.hop + cfg.n_fft], cfg.n_fft, cfg.hop),
+                                         self._state)
         self._buf = buf[n * cfg.hop:].clone()
         return out

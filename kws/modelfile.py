@@ -21,8 +21,16 @@ if TYPE_CHECKING:
     from .model import GRUClassifier
 
 FORMAT = "kws-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: the features may have a stateful front end (PCEN); 1: log mel only
+READS_VERSIONS = (1, 2)
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "kws12_gru.pt"
+
+
+def format_version(features: FeatureConfig) -> int:
+    """The oldest version that describes these features (the .pt and the .npz alike): log-mel models
+    stay version 1, so a kws from before PCEN still reads them and refuses a PCEN model instead of
+    running it on log mel."""
+    return 1 if features.frontend == "log" else FORMAT_VERSION
 
 
 class ModelFileError(KwsError):
@@ -51,7 +59,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version(bundle.features),
         "labels": list(bundle.labels),
         "features": bundle.features.to_dict(),
         "model": bundle.model.cfg.to_dict(),
@@ -87,8 +95,9 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not a kws model file")
     version = payload.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelFileError(f"{path} has model format version {version}; this kws reads version {FORMAT_VERSION}")
+    if version not in READS_VERSIONS:
+        raise ModelFileError(f"{path} has model format version {version}; "
+                             f"this kws reads versions {', '.join(map(str, READS_VERSIONS))}")
     try:
         fcfg = FeatureConfig.from_dict(payload["features"])
         mcfg = ModelConfig.from_dict(payload["model"])

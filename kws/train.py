@@ -29,7 +29,7 @@ from .data.augment import AugmentConfig, Augmenter
 from .data.dataset import CLIP, ClipSet
 from .data.index import SILENCE, UNKNOWN, background_files, parse_root, scan_root, select, summary, task_labels
 from .errors import KwsError
-from .features import MFCC, FeatureConfig
+from .features import FRONTENDS, MFCC, FeatureConfig
 from .model import GRUClassifier, ModelConfig, count_parameters
 from .modelfile import Bundle, save_bundle
 from .stream import DetectorConfig
@@ -63,6 +63,7 @@ class TrainConfig:
     unknown_inside: bool = True    # also label the inside of non-keyword words `_unknown_`
     target_start: float = 0.03     # a word's label on the frames from this many seconds after its end...
     target_end: float = 0.7        # ...to this many (or the next word's start); negative start: inside the word
+    frontend: str = "log"          # feature front end: log mel or pcen (features.FeatureConfig)
     init: str = ""                 # start from this model file's weights (fine-tuning)
     threads: int = 1               # torch threads of the trainer; a second process makes the batches
     select_root: str = ""          # choose the best epoch on this root's validation accuracy (default: mean over roots)
@@ -268,8 +269,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         raise KwsError(f"--weights has {len(cfg.weights)} values for {len(cfg.data)} data roots")
     if not cfg.target_start < cfg.target_end:
         raise KwsError(f"--target-start ({cfg.target_start:g} s) must be before --target-end ({cfg.target_end:g} s)")
+    if cfg.frontend not in FRONTENDS:
+        raise KwsError(f"--frontend {cfg.frontend!r}: choose one of {', '.join(FRONTENDS)}")
     labels = task_labels(cfg.task, cfg.words or None)
-    fcfg = FeatureConfig()
+    fcfg = FeatureConfig(frontend=cfg.frontend)
     scanned = [scan_root(r) for r in cfg.data]          # each root read once
     train_items, root_of = [], []
     for ri, items in enumerate(scanned):               # every unknown clip kept; sampling weights balance
@@ -308,6 +311,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         src = load_bundle(cfg.init)
         if src.labels != labels or src.model.cfg != mcfg:
             raise KwsError(f"--init {cfg.init}: labels or architecture differ from this run's")
+        if src.features != fcfg:
+            raise KwsError(f"--init {cfg.init}: its features ({src.features.frontend} front end) differ from this "
+                           f"run's ({fcfg.frontend})")
         model.load_state_dict(src.model.state_dict())
         print(f"initialised from {cfg.init}", file=sys.stderr)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -436,6 +442,8 @@ def add_parser(sub) -> None:
     p.add_argument("--augment", default="", metavar="FIELD=VALUE,...",
                    help="change augmentation settings (kws/data/augment.py AugmentConfig), e.g. "
                         "reverb_prob=0.1,vtlp=0.94:1.06 (a range as LOW:HIGH)")
+    p.add_argument("--frontend", default=TrainConfig.frontend, choices=FRONTENDS,
+                   help="feature front end: log mel (default) or pcen (per-channel energy normalisation)")
     p.add_argument("--init", default="", metavar="MODEL", help="start from this model's weights (fine-tune)")
     p.add_argument("--no-unknown-inside", action="store_true",
                    help="leave the inside of non-keyword words unlabelled (default: label it _unknown_)")
@@ -469,7 +477,7 @@ def parse_augment(spec: str) -> dict:
 def run(args) -> int:
     cfg = TrainConfig(data=args.data, weights=args.weights, root_share=args.root_share, task=args.task,
                       words=[w.strip() for w in args.words.split(",") if w.strip()], out=args.out,
-                      cache=args.cache or None, augment=not args.no_augment, init=args.init,
+                      cache=args.cache or None, augment=not args.no_augment, init=args.init, frontend=args.frontend,
                       augment_overrides=parse_augment(args.augment),
                       unknown_inside=not args.no_unknown_inside, select_root=args.select_root,
                       **{k: getattr(args, k) for k, _ in PLAIN_OPTIONS})

@@ -25,6 +25,7 @@ from kws.stream import KeywordSpotter
 SHAPES = {  # ModelConfig and FeatureConfig overrides: the engine must follow any of them
     "l1_h32_s1": (dict(hidden=32, layers=1, stack=1), {}),
     "l3_h48_s3": (dict(hidden=48, layers=3, stack=3), dict(n_mfcc=20, n_mels=32)),
+    "pcen": (dict(hidden=32, layers=2, stack=2), dict(frontend="pcen")),     # a stateful front end
 }
 
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import scipy.fft
+import scipy.signal
 import torch
 
 from conftest import speech_like
@@ -78,9 +79,51 @@ def split(x: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return np.split(x, np.cumsum(sizes)[:-1])
 
 
+def test_pcen_front_end_matches_librosa_pcen():
+    """frontend="pcen": librosa.pcen (same gain, bias, power, time constant, eps, and its smoother started
+    at the first frame's steady state, as ours: librosa's default zi is the steady state of an input of 1)
+    on the same mel power, then the same DCT."""
+    import librosa
+    cfg = FeatureConfig(frontend="pcen")
+    y = speech_like(3.0, seed=5)
+    S = librosa.feature.melspectrogram(y=y.astype(np.float64), sr=cfg.sample_rate, n_fft=cfg.n_fft,
+                                       hop_length=cfg.hop, win_length=cfg.n_fft, window="hann", center=False,
+                                       power=2.0, n_mels=cfg.n_mels, fmin=cfg.f_min, fmax=cfg.f_max,
+                                       htk=False, norm="slaney")
+    P = librosa.pcen(S, sr=cfg.sample_rate, hop_length=cfg.hop, gain=cfg.pcen_alpha, bias=cfg.pcen_delta,
+                     power=cfg.pcen_r, time_constant=cfg.pcen_time_s, eps=cfg.pcen_eps,
+                     zi=scipy.signal.lfilter_zi([cfg.pcen_s], [1, cfg.pcen_s - 1]) * S[:, :1])
+    ref = scipy.fft.dct(P.T, type=2, norm="ortho", axis=-1)[:, :cfg.n_mfcc]
+    ours = NumpyMFCC(cfg)(y)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(MFCC(cfg)(torch.from_numpy(y)).numpy(), ours, atol=1e-5, rtol=0)   # torch twin
+    log = NumpyMFCC(FeatureConfig())(y)
+    assert np.abs(ours - log).mean() > 1.0             # the front end really changed
+
+
+def test_pcen_front_end_looks_back_and_log_does_not():
+    """PCEN's smoother carries the past: a loud start changes later frames (so a stream must carry it),
+    while a log-mel frame depends on its own window only."""
+    y = speech_like(2.0, seed=6)
+    loud = y.copy()
+    loud[:4000] = np.clip(loud[:4000] * 20, -1, 1)
+    later = slice(40, 60)
+    for frontend, changes in (("log", False), ("pcen", True)):
+        f = NumpyMFCC(FeatureConfig(frontend=frontend))
+        d = np.abs(f(y)[later] - f(loud)[later]).max()
+        assert (d > 1e-3) == changes, (frontend, d)
+
+
+def test_unknown_front_end_is_refused():
+    with pytest.raises(ValueError, match="front end 'cmvn'"):
+        FeatureConfig(frontend="cmvn")
+
+
+@pytest.mark.parametrize("frontend", ["log", "pcen"])
 @pytest.mark.parametrize("kind,seed", [("ones", 0), ("whole", 0), ("mixed", 1), ("mixed", 2), ("random", 3), ("random", 4)])
-def test_streaming_features_equal_batch(kind, seed):
-    mfcc = MFCC()
+def test_streaming_features_equal_batch(kind, seed, frontend):
+    mfcc = MFCC(FeatureConfig(frontend=frontend))
     y = speech_like(0.5 if kind == "ones" else 10.0, seed=seed)
     batch = mfcc(torch.from_numpy(y))
     stream = StreamingMFCC(mfcc.cfg)       # the run time's numpy extractor against the torch batch MFCC

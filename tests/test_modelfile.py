@@ -1,3 +1,4 @@
+import json
 import pickle
 
 import numpy as np
@@ -5,6 +6,7 @@ import pytest
 import torch
 
 from conftest import random_bundle, speech_like
+from kws.features import FeatureConfig
 from kws.modelfile import FORMAT_VERSION, ModelFileError, load_bundle, save_bundle
 from kws.stream import KeywordSpotter
 
@@ -22,6 +24,42 @@ def test_roundtrip_keeps_weights_config_labels_and_detector(tmp_path):
     s1.process(y), s2.process(y)
     np.testing.assert_array_equal(s1.posteriors, s2.posteriors)
     assert s2.cfg.threshold == 0.55 and s2.cfg.refractory_s == 0.8
+
+
+def test_front_end_survives_both_files_and_sets_the_format_version(tmp_path):
+    """A PCEN model is format version 2 in the .pt and the .npz (a kws from before PCEN refuses it rather
+    than run it on log mel); a log-mel model stays version 1, readable by older kws."""
+    from dataclasses import replace
+    from kws.enginefile import load_engine
+    b = random_bundle(seed=2)
+    pcen = replace(b, features=FeatureConfig(frontend="pcen"))
+    for name, bundle, version in (("log.pt", b, 1), ("pcen.pt", pcen, 2)):
+        save_bundle(bundle, tmp_path / name)
+        assert torch.load(tmp_path / name, weights_only=True)["format_version"] == version
+        npz = np.load((tmp_path / name).with_suffix(".npz"))
+        assert json.loads(str(npz["__kws__"]))["format_version"] == version
+        assert load_bundle(tmp_path / name).features == bundle.features
+        assert load_engine((tmp_path / name).with_suffix(".npz")).features.frontend == bundle.features.frontend
+    y = speech_like(2.0)
+    s1, s2 = KeywordSpotter(tmp_path / "log.npz"), KeywordSpotter(tmp_path / "pcen.npz")
+    s1.process(y), s2.process(y)
+    assert np.abs(s1.posteriors - s2.posteriors).max() > 1e-4      # same weights, other features
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".npz"])
+def test_unknown_front_end_in_a_model_file_is_one_clear_error(tmp_path, suffix):
+    p = tmp_path / "m.pt"
+    save_bundle(random_bundle(), p)
+    p = p.with_suffix(suffix)
+    if suffix == ".pt":
+        d = torch.load(p, weights_only=True); d["features"]["frontend"] = "cmvn"; torch.save(d, p)
+        load = load_bundle
+    else:
+        from kws.enginefile import load_engine as load
+        z = dict(np.load(p)); head = json.loads(str(z["__kws__"])); head["features"]["frontend"] = "cmvn"
+        z["__kws__"] = np.array(json.dumps(head)); np.savez(p, **z)
+    with pytest.raises(ModelFileError, match="incompatible kws model: unknown feature front end 'cmvn'"):
+        load(p)
 
 
 def test_loads_with_weights_only(tmp_path):

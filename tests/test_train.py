@@ -104,6 +104,34 @@ def test_tiny_corpus_trains_well_above_chance(tmp_path):
 
 
 @pytest.mark.slow
+def test_pcen_front_end_trains_and_is_recorded_in_the_model(tmp_path):
+    """`kws train --frontend pcen`: the tiny corpus is learnt with PCEN features too, and the model files
+    carry the front end, so the engine computes the features it was trained on."""
+    from dataclasses import replace
+    from kws.enginefile import load_engine
+    root = make_corpus(tmp_path / "corpus")
+    r = train(replace(tiny_cfg(root, tmp_path / "run"), frontend="pcen"), progress=False)
+    assert r["history"][-1]["val_acc"] > 0.6
+    assert load_bundle(tmp_path / "run" / "last.pt").features.frontend == "pcen"
+    assert load_engine(tmp_path / "run" / "last.npz").features.frontend == "pcen"
+
+
+def test_bad_front_end_and_init_with_other_features_are_one_clear_error(tmp_path):
+    from dataclasses import replace
+    from conftest import random_bundle
+    from kws.errors import KwsError
+    from kws.modelfile import save_bundle
+    root = make_corpus(tmp_path / "corpus")
+    with pytest.raises(KwsError, match="--frontend 'cmvn'"):
+        train(replace(tiny_cfg(root, tmp_path / "run"), frontend="cmvn"))
+    b = random_bundle(labels=["_silence_", "_unknown_", "yes", "no", "up"])
+    b.model = type(b.model)(replace(b.model.cfg, hidden=32, layers=1))
+    save_bundle(b, tmp_path / "log.pt")
+    with pytest.raises(KwsError, match=r"features \(log front end\) differ from this run's \(pcen\)"):
+        train(replace(tiny_cfg(root, tmp_path / "run"), frontend="pcen", init=str(tmp_path / "log.pt")))
+
+
+@pytest.mark.slow
 def test_resume_after_sigkill_continues_where_it_stopped(tmp_path):
     root = make_corpus(tmp_path / "corpus", speakers=12)
     ref = train(tiny_cfg(root, tmp_path / "ref", epochs=3), progress=False)["history"]

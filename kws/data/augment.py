@@ -155,7 +155,7 @@ class Augmenter:
         gain = 10 ** (tilt * torch.linspace(-0.5, 0.5, nf) / 10)                          # [B, 1, F]
         fb = self.fbanks[torch.from_numpy(self.rng.integers(0, len(self.warps), B))] * gain   # [B, M, F]
         frames = frame_signal(wave, self.fcfg.n_fft, self.fcfg.hop)
-        return frames_to_mfcc(frames, mfcc.window, fb, mfcc.dct, self.fcfg.log_floor, dtype=torch.float32)
+        return frames_to_mfcc(frames, mfcc.window, fb, mfcc.dct, self.fcfg, dtype=torch.float32)
 
     def spec_augment(self, feats: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
         """Time and frequency masks (SpecAugment), filled with the feature mean."""
