@@ -8,7 +8,10 @@ packages pulseaudio, pulseaudio-utils, libasound2-plugins, libportaudio2) at --r
 backend runs `kws listen --json` on it (KWS_BACKEND=torch: the torch MFCC and model, as kws ran before
 the engine; engine: what kws runs), records the time from launch to its "listening" line (start-up:
 interpreter, imports, model load, audio stream open), waits 2 s, and samples the process's CPU time
-over --seconds: start-up is left out of the CPU figure, as a user leaving it running would see it. The
+over --seconds: start-up is left out of the CPU figure, as a user leaving it running would see it. Each
+figure is taken twice, with the rig's pacat reader asking for 10 ms (it keeps the idle null sink running,
+and makes the server hand every client 10 ms fragments: 100 wake-ups a second of kws's audio threads)
+and asking for 100 ms, kws's own block, as when kws is the only client of a microphone. The
 CPU figure is split into the main thread (the spotter: resampling, features, GRU, detection) and the
 other threads (PortAudio's callback and the audio client's loop: what any sounddevice input pays).
 --python runs kws with another interpreter, e.g. a base install without torch (engine only there).
@@ -77,18 +80,23 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--backends", default="torch,engine")
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs kws (default: this one)")
+    ap.add_argument("--reader-latency-ms", default="10,100",
+                    help="latencies (ms, comma-separated) asked by the virtual microphone's pacat reader, one "
+                         "server each: 10 is the test rig's (every client of the source then gets 10 ms "
+                         "fragments); 100 = kws's block, as when kws is the only client of a microphone")
     args = ap.parse_args()
     rows = {}
-    with VirtualMic(rate=args.rate) as mic:
-        for backend in args.backends.split(","):
-            rows[backend] = measure(mic, args.python, backend, args)
+    for lat in [int(v) for v in args.reader_latency_ms.split(",")]:
+        with VirtualMic(rate=args.rate, reader_latency_ms=lat) as mic:
+            for backend in args.backends.split(","):
+                rows[(backend, lat)] = measure(mic, args.python, backend, args)
     print(next(iter(rows.values()))["line"])
     print(f"block {args.block_ms:g} ms, {args.rate} Hz input, {args.seconds:g} s sampled, python {args.python}")
-    print(f"{'path':<8}{'CPU % of one core':>19}{'main thread %':>15}{'audio threads %':>17}{'peak RSS MB':>13}"
-          f"{'start-up to listening s':>25}")
-    for name, r in rows.items():
-        print(f"{name:<8}{r['cpu_pct']:>19.2f}{r['main_pct']:>15.2f}{r['audio_pct']:>17.2f}{r['rss_mb']:>13.0f}"
-              f"{r['startup_s']:>25.2f}")
+    print(f"{'path':<8}{'reader ms':>10}{'CPU % of one core':>19}{'main thread %':>15}{'audio threads %':>17}"
+          f"{'peak RSS MB':>13}{'start-up to listening s':>25}")
+    for (name, lat), r in rows.items():
+        print(f"{name:<8}{lat:>10}{r['cpu_pct']:>19.2f}{r['main_pct']:>15.2f}{r['audio_pct']:>17.2f}"
+              f"{r['rss_mb']:>13.0f}{r['startup_s']:>25.2f}")
 
 
 if __name__ == "__main__":

@@ -45,8 +45,13 @@ def require_pulseaudio() -> None:
 class VirtualMic:
     """Context manager: start a private PulseAudio server with null sink `vmic` as the default source."""
 
-    def __init__(self, rate: int = 16000, channels: int = 1, start_timeout: float = 10.0):
+    def __init__(self, rate: int = 16000, channels: int = 1, start_timeout: float = 10.0,
+                 reader_latency_ms: int = 10):
+        """reader_latency_ms: the latency the attached pacat reader asks for. The server then cuts the source
+        into fragments that short for every client, kws included (10 ms: 100 wake-ups a second of its
+        audio threads); benchmarks/listen_bench.py also measures a reader that asks for kws's own block."""
         self.rate, self.channels, self.start_timeout = rate, channels, start_timeout
+        self.reader_latency_ms = int(reader_latency_ms)
         self.runtime: Path | None = None
         self.server = self.reader = None
         self.env: dict[str, str] = {}
@@ -90,7 +95,8 @@ class VirtualMic:
             time.sleep(0.05)
         self.pactl("set-default-sink", "vmic")
         self.pactl("set-default-source", "vmic.monitor")
-        self.reader = subprocess.Popen(["pacat", "--record", "--raw", "--latency-msec=10", "-d", "vmic.monitor"],
+        self.reader = subprocess.Popen(["pacat", "--record", "--raw", f"--latency-msec={self.reader_latency_ms}",
+                                        "-d", "vmic.monitor"],
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
         time.sleep(0.3)   # let the sink settle into low-latency mode
