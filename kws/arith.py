@@ -7,6 +7,8 @@ lines. Training uses torch's fused `nn.GRU` for speed; tests/test_engine.py hold
 """
 from __future__ import annotations
 
+import functools
+
 
 def mel_power(xp, frames, window, mel_fb_t):
     """[..., T, n_fft] frames -> [..., T, n_mels]: Hann window, power spectrum, mel (mel_fb_t is
@@ -21,19 +23,35 @@ def mfcc_from_frames(xp, frames, window, mel_fb_t, dct, log_floor: float):
     return xp.log(mel_power(xp, frames, window, mel_fb_t) + log_floor) @ dct
 
 
-def pcen_smoother(xp, mel, s: float, state=None):
+def pcen_smoother(xp, mel, s: float, state=None, block: int = 64):
     """The causal smoother of PCEN over time (axis -2): m[t] = m[t-1] + s * (E[t] - m[t-1]).
 
     mel [..., T, n_mels] (T >= 1); state [..., n_mels] is m before the first frame (None: a stream's
-    start, m = E[0], the steady state of the first frame, as librosa.pcen starts). -> all m [..., T, n_mels].
-    One frame after another, in the dtype given, so a stream cut into chunks (carrying m[-1]) gets
-    the same values as the whole signal."""
-    out = xp.empty_like(mel)
-    m = mel[..., 0, :] if state is None else state
-    for t in range(mel.shape[-2]):
-        m = m + s * (mel[..., t, :] - m)
-        out[..., t, :] = m
-    return out
+    start, m = E[0], the steady state of the first frame). -> all m [..., T, n_mels].
+    The recurrence is unrolled over blocks of up to `block` frames: m[a + t] = sum_k A[t, k] E[a + k]
+    + d[t] m[a - 1], with A[t, k] = s (1 - s)^(t - k) for k <= t and d[t] = (1 - s)^(t + 1), one
+    product per block instead of three array operations per frame (a streaming chunk is a few frames).
+    A stream cut into chunks (carrying m[-1]) gets the whole signal's values up to rounding (~1e-16)."""
+    T = mel.shape[-2]
+    prev = mel[..., 0, :] if state is None else state
+    outs = []
+    for a in range(0, T, block):
+        e = mel[..., a:a + block, :]
+        A, d = (xp.asarray(w, dtype=mel.dtype) for w in _smoother_weights(float(s), e.shape[-2]))
+        m = A @ e + d * prev[..., None, :]
+        outs.append(m)
+        prev = m[..., -1, :]
+    return outs[0] if len(outs) == 1 else xp.concatenate(outs, -2)
+
+
+@functools.lru_cache(maxsize=64)
+def _smoother_weights(s: float, n: int):
+    """pcen_smoother's A [n, n] and d [n, 1] (numpy float64; callers cast)."""
+    import numpy as np
+    t = np.arange(n)
+    lag = t[:, None] - t[None, :]
+    A = np.where(lag >= 0, s * (1.0 - s) ** np.maximum(lag, 0), 0.0)
+    return A, ((1.0 - s) ** (t + 1.0))[:, None]
 
 
 def pcen(xp, mel, smooth, alpha: float, delta: float, r: float, eps: float):
