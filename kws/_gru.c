@@ -1,4 +1,5 @@
-/* kws._gru: kws.arith.gru_layer_folded (a GRU layer over one chunk), compiled.
+/* kws._gru: kws.arith.gru_layer_folded (a GRU layer over one chunk), compiled, and gru_step: the
+ * engine's whole streaming step (normalisation, layers, head, softmax) in one call.
  *
  * Why: at batch 1 a numpy call costs about a microsecond whatever it computes, and a GRU step in numpy
  * is eleven calls, so the streaming engine spends most of a 100 ms chunk in call overhead
@@ -18,6 +19,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -203,6 +205,135 @@ done:
     return ret;
 }
 
+#define KWS_MAX_LAYERS 8
+
+KWS_CLONES
+static void gru_step(const float *frames, const float *mean, const float *std, Py_ssize_t T, Py_ssize_t D,
+                     const float *const *wi, const float *const *wh, Py_ssize_t L, Py_ssize_t H,
+                     const float *head, Py_ssize_t C, const float *state, float *post, float *new_state,
+                     float *scratch)
+{
+    const Py_ssize_t G = 3 * H;
+    float *x1 = scratch;                                  /* [T, D+1] */
+    float *h1 = x1 + T * (D + 1);                         /* [H+1] */
+    float *out[2] = {h1 + H + 1, h1 + H + 1 + T * (H + 1)};   /* [T, H+1] each, layers alternate */
+    float *gi = out[1] + T * (H + 1);                     /* [T, 3H] */
+    float *g = gi + T * G;                                /* [3H] */
+    float *logits = g + G;                                /* [T, C] */
+    for (Py_ssize_t t = 0; t < T; t++) {                  /* = arith.normalize_stack */
+        for (Py_ssize_t i = 0; i < D; i++)
+            x1[t * (D + 1) + i] = (frames[t * D + i] - mean[i]) / std[i];
+        x1[t * (D + 1) + D] = 1.0f;
+    }
+    const float *x = x1;
+    Py_ssize_t D1 = D + 1;
+    for (Py_ssize_t k = 0; k < L; k++) {
+        memcpy(h1, state + k * H, H * sizeof(float));
+        h1[H] = 1.0f;
+        float *o = out[k & 1];
+        gru_layer(x, D1, h1, wi[k], wh[k], o, gi, g, T, H);
+        memcpy(new_state + k * H, o + (T - 1) * (H + 1), H * sizeof(float));
+        x = o;
+        D1 = H + 1;
+    }
+    matmul(x, T, H + 1, head, C, logits);                 /* the head, its bias the last row */
+    for (Py_ssize_t t = 0; t < T; t++) {                  /* = arith.softmax */
+        const float *l = logits + t * C;
+        float *p = post + t * C, m = l[0], sum = 0.0f;
+        for (Py_ssize_t c = 1; c < C; c++)
+            m = l[c] > m ? l[c] : m;
+        for (Py_ssize_t c = 0; c < C; c++)
+            sum += (p[c] = expf(l[c] - m));
+        for (Py_ssize_t c = 0; c < C; c++)
+            p[c] /= sum;
+    }
+}
+
+PyDoc_STRVAR(gru_step_doc,
+"gru_step(frames, mean, std, layers, head, state, post, new_state)\n\n"
+"kws.engine.Engine.step1 after its frame stacking, compiled: frames [T, D] (T GRU steps of stacked\n"
+"feature frames) are normalised by mean and std [D], run through the GRU layers (a sequence of\n"
+"gru_fold's (wi, wh) pairs) from state [L, H], and the head [H+1, C] (its bias the last row) and a\n"
+"softmax give post [T, C]; new_state [L, H] receives the last state. All float32, C-contiguous.\n"
+"One call per chunk instead of one per layer plus the numpy operations around them. Releases the GIL.");
+
+static PyObject *gru_step_py(PyObject *self, PyObject *args)
+{
+    PyObject *o[8], *ret = NULL, *layers = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOOOO:gru_step", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7]))
+        return NULL;
+    Py_buffer v[6 + 2 * KWS_MAX_LAYERS];
+    int got = 0;
+    float *scratch = NULL;
+    const float *wi[KWS_MAX_LAYERS], *wh[KWS_MAX_LAYERS];
+    Py_ssize_t L, H, D, T, C, G;
+    layers = PySequence_Fast(o[3], "layers must be a sequence of (wi, wh) pairs");
+    if (layers == NULL) return NULL;
+    L = PySequence_Fast_GET_SIZE(layers);
+    if (L < 1 || L > KWS_MAX_LAYERS) {
+        PyErr_Format(PyExc_ValueError, "layers: 1 to %d (wi, wh) pairs, got %zd", KWS_MAX_LAYERS, L);
+        goto done;
+    }
+    if (get_floats(o[1], &v[got], 0, "mean", -1) < 0) goto done;
+    D = v[got++].len / 4;
+    if (get_floats(o[2], &v[got], 0, "std", D) < 0) goto done;
+    got++;
+    if (get_floats(o[0], &v[got], 0, "frames", -1) < 0) goto done;
+    T = D ? v[got].len / 4 / D : 0;
+    if (D < 1 || T < 1 || v[got].len != T * D * 4) {
+        PyErr_Format(PyExc_ValueError, "frames has %zd values, not a positive multiple of D = %zd", v[got].len / 4, D);
+        got++;
+        goto done;
+    }
+    got++;
+    if (get_floats(o[5], &v[got], 0, "state", -1) < 0) goto done;
+    H = v[got++].len / 4 / L, G = 3 * H;
+    if (H < 1 || v[got - 1].len != L * H * 4) {
+        PyErr_Format(PyExc_ValueError, "state has %zd values, not %zd layers x H", v[got - 1].len / 4, L);
+        goto done;
+    }
+    if (get_floats(o[7], &v[got++], 1, "new_state", L * H) < 0) { got--; goto done; }
+    for (Py_ssize_t k = 0; k < L; k++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(layers, k);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_Format(PyExc_ValueError, "layers[%zd] must be a (wi, wh) tuple", k);
+            goto done;
+        }
+        if (get_floats(PyTuple_GET_ITEM(pair, 0), &v[got], 0, "wi", ((k ? H : D) + 1) * G) < 0) goto done;
+        wi[k] = (const float *)v[got++].buf;
+        if (get_floats(PyTuple_GET_ITEM(pair, 1), &v[got], 0, "wh", (H + 1) * G) < 0) goto done;
+        wh[k] = (const float *)v[got++].buf;
+    }
+    if (get_floats(o[4], &v[got], 0, "head", -1) < 0) goto done;
+    C = v[got].len / 4 / (H + 1);
+    if (C < 1 || v[got].len != C * (H + 1) * 4) {
+        PyErr_Format(PyExc_ValueError, "head has %zd values, not a multiple of H+1 = %zd", v[got].len / 4, H + 1);
+        got++;
+        goto done;
+    }
+    got++;
+    if (get_floats(o[6], &v[got++], 1, "post", T * C) < 0) { got--; goto done; }
+    scratch = (float *)malloc(((size_t)T * (D + 1) + (H + 1) + 2 * (size_t)T * (H + 1) + (size_t)(T + 1) * G
+                               + (size_t)T * C) * sizeof(float));
+    if (scratch == NULL) { PyErr_NoMemory(); goto done; }
+    {
+        const float *fr = (const float *)v[2].buf, *mean = (const float *)v[0].buf, *sd = (const float *)v[1].buf;
+        const float *st = (const float *)v[3].buf, *head = (const float *)v[got - 2].buf;
+        float *ns = (float *)v[4].buf, *post = (float *)v[got - 1].buf;
+        Py_BEGIN_ALLOW_THREADS
+        gru_step(fr, mean, sd, T, D, wi, wh, L, H, head, C, st, post, ns, scratch);
+        Py_END_ALLOW_THREADS
+    }
+    Py_INCREF(Py_None);
+    ret = Py_None;
+done:
+    free(scratch);
+    for (int k = 0; k < got; k++)
+        PyBuffer_Release(&v[k]);
+    Py_DECREF(layers);
+    return ret;
+}
+
 PyDoc_STRVAR(tanh_doc, "tanh(x, out)\n\nThe kernel's tanh on float32 arrays (for its accuracy test).");
 
 static PyObject *tanh_py(PyObject *self, PyObject *args)
@@ -224,6 +355,7 @@ static PyObject *tanh_py(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"gru_layer", gru_layer_py, METH_VARARGS, gru_layer_doc},
+    {"gru_step", gru_step_py, METH_VARARGS, gru_step_doc},
     {"tanh", tanh_py, METH_VARARGS, tanh_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -4,8 +4,8 @@ It runs the same lines as the torch side (`arith.py`) on float32 arrays named li
 state_dict, so one set of weights serves both and tests/test_engine.py holds their posteriors
 together (atol 1e-5). One stream (`step1`, what KeywordSpotter runs) takes `arith.gru_layer_folded`:
 the same equations on weights folded at load time, into preallocated buffers; where kws/_gru.c was
-built (setup.py, optional), each layer of a chunk is one call to that compiled twin of the loop
-(tests/test_kernel.py holds it to the numpy loop and to torch.nn.GRU). numpy rather than
+built (setup.py, optional), a chunk's whole step (normalisation, layers, head, softmax) is one call to
+its compiled twin (tests/test_kernel.py holds it to the numpy loop and to torch.nn.GRU). numpy rather than
 onnxruntime: numpy is already needed for audio and adds no memory; onnxruntime's fused GRU runs the
 recurrence faster, but end to end a 100 ms chunk gains 1.07x (1.01x when chunks arrive paced, as live)
 for ~20 MB more (README, "Streaming cost"; benchmarks/ort_gru_probe.py).
@@ -81,6 +81,7 @@ class Engine:
         self.folded = [arith.gru_fold(np, *layer) for layer in self.layers]
         self.head_aug = np.ascontiguousarray(np.concatenate([self.head_w_t, self.head_b[None]]))
         self.mean_s, self.std_s = np.tile(self.mean, cfg.stack), np.tile(self.std, cfg.stack)
+        self._zero_state = np.zeros((cfg.layers, cfg.hidden), np.float32)
         self._local = threading.local()     # per-thread step buffers (serve runs streams in threads)
 
     def initial_state(self, batch: int = 1) -> np.ndarray:
@@ -117,8 +118,9 @@ class Engine:
 
     def step1(self, frames: np.ndarray, state: np.ndarray | None = None):
         """`step` for one stream, frames [T, F] and state [L, H], on arith.gru_layer_folded: the streaming
-        hot path (about half the array operations of forward_all, none allocating per GRU step). Each
-        layer runs in the compiled kernel (kws/_gru.c, one call per layer) where it was built."""
+        hot path (about half the array operations of forward_all, none allocating per GRU step). Where
+        the compiled kernel was built (kws/_gru.c), the whole step (normalisation, layers, head,
+        softmax) is one call to it."""
         stack, H = self.cfg.stack, self.cfg.hidden
         T = frames.shape[0] // stack
         if frames.shape[0] % stack:
@@ -126,6 +128,13 @@ class Engine:
         if T == 0:
             return (np.zeros((0, self.cfg.n_classes), np.float32),
                     self.initial_state(1)[:, 0] if state is None else state)
+        if self.kernel == "c":      # the whole step in one call (kws/_gru.c gru_step)
+            post = np.empty((T, self.cfg.n_classes), np.float32)
+            new = np.empty((len(self.layers), H), np.float32)
+            _gru.gru_step(np.ascontiguousarray(frames, np.float32).reshape(T, -1), self.mean_s, self.std_s,
+                          self.folded, self.head_aug, self._zero_state if state is None else
+                          np.ascontiguousarray(state, np.float32), post, new)
+            return post, new
         bufs = self._buffers(T)
         x1 = bufs[0]
         xin = x1[:, :-1]

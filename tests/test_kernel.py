@@ -1,4 +1,4 @@
-"""The compiled GRU layer (kws/_gru.c) against the numpy loop it replaces and against torch.nn.GRU.
+"""The compiled GRU layer and step (kws/_gru.c) against the numpy loop they replace and torch.nn.GRU.
 
 The kernel is optional (setup.py builds it where a C compiler exists); the engine falls back to
 arith.gru_layer_folded. These tests hold the two together at atol 1e-5 wherever the kernel is built, and
@@ -89,6 +89,69 @@ def test_kernel_refuses_arrays_it_cannot_read(case):
         args["x1"] = np.ones(45, np.float32)     # 45 values: not whole rows of D + 1 = 11
     with pytest.raises((TypeError, ValueError, BufferError)):
         _gru.gru_layer(args["x1"], args["h1"], args["wi"], args["wh"], args["out"])
+
+
+def random_engines(layers: int, hidden: int, stack: int, seed: int):
+    """The same random model as two engines: the compiled step (c) and the numpy loop."""
+    from dataclasses import replace
+    from conftest import random_bundle
+    from kws.model import GRUClassifier
+    b = random_bundle(seed=seed, stack=stack)
+    torch.manual_seed(seed)
+    b.model = GRUClassifier(replace(b.model.cfg, layers=layers, hidden=hidden)).eval()
+    with torch.no_grad():
+        b.model.feat_mean.normal_(0, 3)
+        b.model.feat_std.uniform_(2, 8)
+    em = from_bundle(b)
+    return em.with_kernel("c").engine, em.with_kernel("numpy").engine
+
+
+@needs_kernel
+@pytest.mark.parametrize("layers,hidden,stack,steps", [(1, 16, 1, 1), (2, 128, 2, 5), (3, 70, 3, 17)])
+def test_kernel_step_equals_numpy_step(layers, hidden, stack, steps):
+    """gru_step (normalisation, every layer, head and softmax in one call) against the numpy step1, from
+    a zero state and from a random one: posteriors and the new state."""
+    ec, en = random_engines(layers, hidden, stack, seed=hidden)
+    rng = np.random.default_rng(steps)
+    frames = (rng.standard_normal((steps * stack, 40)) * 5).astype(np.float32)
+    for state in (None, rng.uniform(-1, 1, (layers, hidden)).astype(np.float32)):
+        (pc, sc), (pn, sn) = ec.step1(frames, state), en.step1(frames, state)
+        assert pc.shape == pn.shape == (steps, 12) and sc.shape == sn.shape == (layers, hidden)
+        np.testing.assert_allclose(pc, pn, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(sc, sn, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(pc.sum(1), 1.0, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("case", ["float64_frames", "ragged_frames", "short_state", "short_post", "read_only_state",
+                                  "wrong_wi", "not_a_pair", "no_layers", "too_many_layers", "head_not_multiple"])
+def test_kernel_step_refuses_arrays_it_cannot_read(case):
+    ec, _ = random_engines(2, 16, 2, seed=0)
+    a = dict(frames=np.ones((3, 80), np.float32), mean=ec.mean_s, std=ec.std_s, layers=list(ec.folded),
+             head=ec.head_aug, state=np.zeros((2, 16), np.float32), post=np.empty((3, 12), np.float32),
+             new=np.empty((2, 16), np.float32))
+    if case == "float64_frames":
+        a["frames"] = a["frames"].astype(np.float64)
+    elif case == "ragged_frames":
+        a["frames"] = np.ones(250, np.float32)
+    elif case == "short_state":
+        a["state"] = np.zeros(31, np.float32)
+    elif case == "short_post":
+        a["post"] = np.empty((2, 12), np.float32)
+    elif case == "read_only_state":
+        a["new"].flags.writeable = False
+    elif case == "wrong_wi":
+        a["layers"][1] = (a["layers"][0][0], a["layers"][1][1])     # layer 0's input weights on layer 1
+    elif case == "not_a_pair":
+        a["layers"][0] = a["layers"][0][0]
+    elif case == "no_layers":
+        a["layers"] = []
+    elif case == "too_many_layers":
+        a["layers"] = a["layers"] * 5
+    elif case == "head_not_multiple":
+        a["head"] = a["head"][:, :-1].copy().reshape(-1)[:-1]
+    with pytest.raises((TypeError, ValueError, BufferError)):
+        _gru.gru_step(*a.values())
 
 
 def test_kernel_choice(monkeypatch):
