@@ -1,5 +1,6 @@
-/* kws._gru: kws.arith.gru_layer_folded (a GRU layer over one chunk), compiled, and gru_step: the
- * engine's whole streaming step (normalisation, layers, head, softmax) in one call.
+/* kws._gru: kws.arith.gru_layer_folded (a GRU layer over one chunk), compiled; gru_step: the engine's
+ * whole streaming step (normalisation, layers, head, softmax) in one call; mel_log_dct: the log-mel
+ * front end after the FFT (kws/features.py NumpyMFCC), in one call.
  *
  * Why: at batch 1 a numpy call costs about a microsecond whatever it computes, and a GRU step in numpy
  * is eleven calls, so the streaming engine spends most of a 100 ms chunk in call overhead
@@ -127,8 +128,10 @@ static void gru_layer(const float *x1, Py_ssize_t D1, const float *h0, const flo
     }
 }
 
-/* a C-contiguous float32 buffer of `want` floats (want < 0: any length); 0 or -1 with an exception */
-static int get_floats(PyObject *obj, Py_buffer *view, int writable, const char *name, Py_ssize_t want)
+/* a C-contiguous buffer of `want` items of struct format `fmt` ("f" float32, "d" float64, "i" int32;
+   want < 0: any length); 0 or -1 with an exception */
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *name, const char *fmt,
+                      Py_ssize_t itemsize, const char *type_name, Py_ssize_t want)
 {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0)
@@ -136,17 +139,22 @@ static int get_floats(PyObject *obj, Py_buffer *view, int writable, const char *
     const char *f = view->format ? view->format : "B";
     if (f[0] == '<' || f[0] == '=' || f[0] == '@')
         f++;
-    if (strcmp(f, "f") != 0 || view->itemsize != 4) {
-        PyErr_Format(PyExc_TypeError, "%s must be float32", name);
+    if (strcmp(f, fmt) != 0 || view->itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s must be %s", name, type_name);
         PyBuffer_Release(view);
         return -1;
     }
-    if (want >= 0 && view->len != want * 4) {
-        PyErr_Format(PyExc_ValueError, "%s has %zd values, expected %zd", name, view->len / 4, want);
+    if (want >= 0 && view->len != want * itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s has %zd values, expected %zd", name, view->len / itemsize, want);
         PyBuffer_Release(view);
         return -1;
     }
     return 0;
+}
+
+static int get_floats(PyObject *obj, Py_buffer *view, int writable, const char *name, Py_ssize_t want)
+{
+    return get_buffer(obj, view, writable, name, "f", 4, "float32", want);
 }
 
 PyDoc_STRVAR(gru_layer_doc,
@@ -334,6 +342,94 @@ done:
     return ret;
 }
 
+/* power spectrum -> mel -> log -> DCT, float64 inside (as the numpy front end), float32 out.
+   spec [T, 2F] (re, im interleaved: numpy's complex128 rfft viewed as float64); fb [M, F] the mel
+   filters, band m nonzero only on bins bands[m, 0] <= f < bands[m, 1]; dct [M, K]. */
+KWS_CLONES
+static void mel_log_dct(const double *spec, Py_ssize_t T, Py_ssize_t F, const double *fb, const int *bands,
+                        Py_ssize_t M, const double *dct, Py_ssize_t K, double floor_, float *out,
+                        double *power, double *logmel, double *acc)
+{
+    for (Py_ssize_t t = 0; t < T; t++) {
+        const double *sp = spec + t * 2 * F;
+        for (Py_ssize_t f = 0; f < F; f++)
+            power[f] = sp[2 * f] * sp[2 * f] + sp[2 * f + 1] * sp[2 * f + 1];
+        for (Py_ssize_t m = 0; m < M; m++) {
+            const double *w = fb + m * F;
+            double e = 0.0;
+            for (int f = bands[2 * m]; f < bands[2 * m + 1]; f++)
+                e += power[f] * w[f];
+            logmel[m] = log(e + floor_);
+        }
+        for (Py_ssize_t k = 0; k < K; k++)
+            acc[k] = 0.0;
+        for (Py_ssize_t m = 0; m < M; m++) {
+            const double v = logmel[m], *d = dct + m * K;
+            for (Py_ssize_t k = 0; k < K; k++)
+                acc[k] += v * d[k];
+        }
+        for (Py_ssize_t k = 0; k < K; k++)
+            out[t * K + k] = (float)acc[k];
+    }
+}
+
+PyDoc_STRVAR(mel_log_dct_doc,
+"mel_log_dct(spec, fb, bands, dct, floor, out)\n\n"
+"The log-mel front end after the FFT (kws.arith.mfcc_from_frames from the spectrum on), compiled:\n"
+"spec [T, 2F] float64 (an rfft's complex128 output viewed as float64), fb [M, F] float64 mel filters\n"
+"with bands [M, 2] int32 the [first, last + 1) bin of each, dct [M, K] float64, floor the log's floor;\n"
+"writes out [T, K] float32. Float64 inside, like the numpy front end. Releases the GIL.");
+
+static PyObject *mel_log_dct_py(PyObject *self, PyObject *args)
+{
+    PyObject *o_spec, *o_fb, *o_bands, *o_dct, *o_out, *ret = NULL;
+    double floor_;
+    if (!PyArg_ParseTuple(args, "OOOOdO:mel_log_dct", &o_spec, &o_fb, &o_bands, &o_dct, &floor_, &o_out))
+        return NULL;
+    Py_buffer v[5];                           /* bands, fb, dct, spec, out */
+    int got = 0;
+    double *scratch = NULL;
+    Py_ssize_t M, F, K, T;
+    if (get_buffer(o_bands, &v[got], 0, "bands", "i", 4, "int32", -1) < 0) goto done;
+    M = v[got++].len / 8;
+    if (M < 1 || v[0].len != M * 8) { PyErr_SetString(PyExc_ValueError, "bands must be [M, 2]"); goto done; }
+    if (get_buffer(o_fb, &v[got], 0, "fb", "d", 8, "float64", -1) < 0) goto done;
+    F = v[got++].len / 8 / M;
+    if (F < 1 || v[1].len != M * F * 8) { PyErr_SetString(PyExc_ValueError, "fb must be [M, F]"); goto done; }
+    for (Py_ssize_t m = 0; m < M; m++) {
+        const int *b = (const int *)v[0].buf + 2 * m;
+        if (b[0] < 0 || b[1] < b[0] || b[1] > F) {
+            PyErr_Format(PyExc_ValueError, "bands[%zd] = (%d, %d) is not within 0..%zd", m, b[0], b[1], F);
+            goto done;
+        }
+    }
+    if (get_buffer(o_dct, &v[got], 0, "dct", "d", 8, "float64", -1) < 0) goto done;
+    K = v[got++].len / 8 / M;
+    if (K < 1 || v[2].len != M * K * 8) { PyErr_SetString(PyExc_ValueError, "dct must be [M, K]"); goto done; }
+    if (get_buffer(o_spec, &v[got], 0, "spec", "d", 8, "float64", -1) < 0) goto done;
+    T = v[got++].len / 8 / (2 * F);
+    if (v[3].len != T * 2 * F * 8) { PyErr_SetString(PyExc_ValueError, "spec must be [T, 2F]"); goto done; }
+    if (get_floats(o_out, &v[got], 1, "out", T * K) < 0) goto done;
+    got++;
+    scratch = (double *)malloc((size_t)(F + M + K) * sizeof(double));
+    if (scratch == NULL) { PyErr_NoMemory(); goto done; }
+    {
+        const double *spec = (const double *)v[3].buf, *fb = (const double *)v[1].buf, *dct = (const double *)v[2].buf;
+        const int *bands = (const int *)v[0].buf;
+        float *out = (float *)v[4].buf;
+        Py_BEGIN_ALLOW_THREADS
+        mel_log_dct(spec, T, F, fb, bands, M, dct, K, floor_, out, scratch, scratch + F, scratch + F + M);
+        Py_END_ALLOW_THREADS
+    }
+    Py_INCREF(Py_None);
+    ret = Py_None;
+done:
+    free(scratch);
+    for (int k = 0; k < got; k++)
+        PyBuffer_Release(&v[k]);
+    return ret;
+}
+
 PyDoc_STRVAR(tanh_doc, "tanh(x, out)\n\nThe kernel's tanh on float32 arrays (for its accuracy test).");
 
 static PyObject *tanh_py(PyObject *self, PyObject *args)
@@ -356,6 +452,7 @@ static PyObject *tanh_py(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"gru_layer", gru_layer_py, METH_VARARGS, gru_layer_doc},
     {"gru_step", gru_step_py, METH_VARARGS, gru_step_doc},
+    {"mel_log_dct", mel_log_dct_py, METH_VARARGS, mel_log_dct_doc},
     {"tanh", tanh_py, METH_VARARGS, tanh_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -130,11 +130,20 @@ class NumpyMFCC:
     float64 because float32 FFT/matmul results depend on batch shape by a few ulp, which c0 (magnitude
     ~80) turns into >1e-5; in float64 chunked and whole-signal frames agree exactly."""
 
-    def __init__(self, cfg: FeatureConfig | None = None):
+    def __init__(self, cfg: FeatureConfig | None = None, kernel: str | None = None):
         self.cfg = cfg or FeatureConfig()
         self.window = hann_window(self.cfg.n_fft)
-        self.mel_fb_t = np.ascontiguousarray(mel_weights(self.cfg).T)
+        fb = mel_weights(self.cfg)
+        self.mel_fb_t = np.ascontiguousarray(fb.T)
         self.dct = dct_weights(self.cfg.n_mfcc, self.cfg.n_mels)
+        # log mel after the FFT in one compiled call (kws/_gru.c mel_log_dct) where it was built: the
+        # same float64 arithmetic as arith.mfcc_from_frames, on each filter's nonzero bins only
+        from .engine import _gru, resolve_kernel
+        self.kernel = resolve_kernel(kernel) if self.cfg.frontend == "log" else "numpy"
+        if self.kernel == "c":
+            nz = [np.flatnonzero(row) for row in fb]
+            bands = np.array([(b[0], b[-1] + 1) if b.size else (0, 0) for b in nz], np.int32)
+            self._tail = (_gru.mel_log_dct, np.ascontiguousarray(fb), bands, np.ascontiguousarray(self.dct))
 
     def n_frames(self, n_samples: int) -> int:
         return max(0, (n_samples - self.cfg.n_fft) // self.cfg.hop + 1)
@@ -148,6 +157,12 @@ class NumpyMFCC:
         smoother for "pcen"; pass it with the next frames of the same stream)."""
         if frames.shape[-2] == 0:
             return np.zeros((*frames.shape[:-1], self.cfg.n_mfcc), np.float32), state
+        if self.kernel == "c":
+            fn, fb, bands, dct = self._tail
+            spec = np.fft.rfft(frames.astype(np.float64, copy=False) * self.window)
+            out = np.empty((*frames.shape[:-1], self.cfg.n_mfcc), np.float32)
+            fn(spec.reshape(-1, spec.shape[-1]).view(np.float64), fb, bands, dct, self.cfg.log_floor, out)
+            return out, None
         out, state = arith.features_from_frames(np, frames.astype(np.float64, copy=False), self.window,
                                                 self.mel_fb_t, self.dct, self.cfg, state)
         return out.astype(np.float32), state

@@ -154,14 +154,55 @@ def test_kernel_step_refuses_arrays_it_cannot_read(case):
         _gru.gru_step(*a.values())
 
 
+@needs_kernel
+@pytest.mark.parametrize("fcfg", [{}, dict(n_mels=80, win_ms=32.0, f_max=8000.0), dict(n_mels=32, n_mfcc=20)])
+def test_kernel_log_mel_front_end_equals_numpy(fcfg):
+    """mel_log_dct (power, mel on each filter's nonzero bins, log, DCT) against arith.mfcc_from_frames,
+    for one signal, a batch, and a near-silent one (the log's floor)."""
+    from kws.features import FeatureConfig, NumpyMFCC
+    cfg = FeatureConfig(**fcfg)
+    c, n = NumpyMFCC(cfg, kernel="c"), NumpyMFCC(cfg, kernel="numpy")
+    assert (c.kernel, n.kernel) == ("c", "numpy")
+    y = speech_like(2.0, seed=7)
+    for x in (y, np.stack([y, y[::-1] * 0.01, np.full_like(y, 1e-7)])):
+        a, b = c(x), n(x)
+        assert a.shape == b.shape and a.dtype == np.float32
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    assert NumpyMFCC(FeatureConfig(frontend="pcen"), kernel="c").kernel == "numpy"   # PCEN: numpy only
+
+
+@needs_kernel
+@pytest.mark.parametrize("case", ["float32_spec", "ragged_spec", "bad_band", "int64_bands", "short_out"])
+def test_kernel_log_mel_refuses_arrays_it_cannot_read(case):
+    from kws.features import NumpyMFCC
+    _, fb, bands, dct = NumpyMFCC(kernel="c")._tail
+    a = dict(spec=np.ones((3, 2 * fb.shape[1])), fb=fb, bands=bands.copy(), dct=dct, floor=1e-6,
+             out=np.empty((3, dct.shape[1]), np.float32))
+    if case == "float32_spec":
+        a["spec"] = a["spec"].astype(np.float32)
+    elif case == "ragged_spec":
+        a["spec"] = np.ones(2 * fb.shape[1] * 3 + 1)
+    elif case == "bad_band":
+        a["bands"][3] = (10, fb.shape[1] + 1)
+    elif case == "int64_bands":
+        a["bands"] = bands.astype(np.int64)
+    elif case == "short_out":
+        a["out"] = a["out"][:2].copy()
+    with pytest.raises((TypeError, ValueError, BufferError)):
+        _gru.mel_log_dct(*a.values())
+
+
 def test_kernel_choice(monkeypatch):
     monkeypatch.setenv("KWS_KERNEL", "numpy")
     assert resolve_kernel() == "numpy"
     assert resolve_kernel("auto") == ("c" if _gru is not None else "numpy")
     with pytest.raises(ValueError, match="unknown GRU kernel"):
         resolve_kernel("fortran")
+    from kws.features import NumpyMFCC
+    assert NumpyMFCC().kernel == "numpy"             # the front end follows KWS_KERNEL too
     monkeypatch.setattr(engine, "_gru", None)       # as where it was not built
     assert resolve_kernel("auto") == "numpy"
+    assert NumpyMFCC().kernel == "numpy"
     with pytest.raises(ValueError, match="not built"):
         resolve_kernel("c")
 
