@@ -4,9 +4,9 @@
 
 For 20 ms, 100 ms and 1 s chunks: the RTF (processing time / audio time) of KeywordSpotter.process and the
 median and p99 time per chunk, for backend="torch" (the torch MFCC and GRUClassifier.step, as kws ran
-before the engine), the engine with its GRU layers in numpy ("numpy": arith.gru_layer_folded, what runs
-where kws._gru is not built) and the engine as kws runs it ("engine": the compiled kernel kws/_gru.c). Both run in this process, interleaved, `--repeats`
-times; the fastest repeat of each counts (on a shared machine the slowest are other processes' time).
+before the engine), the engine all in numpy ("numpy": arith.gru_layer_folded and arith.mfcc_from_frames,
+what runs where kws._gru is not built) and the engine as kws runs it ("engine": the compiled step and
+log-mel tail of kws/_gru.c). All run in this process, interleaved, `--repeats` times; the fastest repeat of each counts (on a shared machine the slowest are other processes' time).
 Times are this thread's CPU time by default (`--clock cpu`: what "% of a core" means, and steady on a
 busy machine); `--clock wall` measures elapsed time instead.
 Then, each in a fresh process: peak RSS while streaming 60 s in 100 ms chunks and the time from

@@ -19,7 +19,7 @@ import numpy as np
 from .audio import TARGET_RATE, StreamResampler, sanitize, to_float_mono
 from .data.index import NON_KEYWORDS
 from .enginefile import EngineModel, as_engine_model
-from .features import StreamingMFCC
+from .features import NumpyMFCC, StreamingMFCC
 from .modelfile import Bundle
 
 
@@ -102,7 +102,8 @@ class KeywordSpotter:
             self.bundle, self.net, self.features = torch_parts(model)
         elif backend == "engine":
             self.bundle = as_engine_model(model)
-            self.net, self.features = self.bundle.engine, StreamingMFCC(self.bundle.features)
+            self.net = self.bundle.engine    # its kernel (compiled or numpy) runs the features too
+            self.features = StreamingMFCC(NumpyMFCC(self.bundle.features, kernel=self.net.kernel))
         else:
             raise ValueError(f"unknown backend {backend!r} (engine or torch)")
         self.backend = backend
