@@ -55,3 +55,23 @@ def test_export_npz_is_the_engine_file(tmp_path):
     assert header(a) == header(c)
     for k in a.arrays:
         np.testing.assert_array_equal(a.arrays[k], c.arrays[k])
+
+
+@pytest.mark.parametrize("frontend", ["log", "pcen"])
+def test_onnx_example_computes_kws_features(frontend):
+    """examples/onnx_stream.py writes the features out again for runtimes without kws: they must be
+    kws's, for either front end the sidecar names."""
+    import importlib.util
+    from pathlib import Path
+    pytest.importorskip("onnxruntime")
+    from kws.features import FeatureConfig, NumpyMFCC
+    path = Path(__file__).resolve().parent.parent / "examples" / "onnx_stream.py"
+    spec = importlib.util.spec_from_file_location("onnx_stream", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    cfg = FeatureConfig(frontend=frontend)
+    y = speech_like(3.0, seed=8)
+    want = NumpyMFCC(cfg)(y)
+    got = example.features(y, cfg.to_dict())
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
