@@ -1,6 +1,6 @@
 /* kws._gru: kws.arith.gru_layer_folded (a GRU layer over one chunk), compiled; gru_step: the engine's
- * whole streaming step (normalisation, layers, head, softmax) in one call; mel_log_dct: the log-mel
- * front end after the FFT (kws/features.py NumpyMFCC), in one call.
+ * whole streaming step (normalisation, layers, head, softmax) in one call; mel_log_dct / mel_pcen_dct:
+ * the front end after the FFT (kws/features.py NumpyMFCC: log mel or PCEN, then the DCT), in one call.
  *
  * Why: at batch 1 a numpy call costs about a microsecond whatever it computes, and a GRU step in numpy
  * is eleven calls, so the streaming engine spends most of a 100 ms chunk in call overhead
@@ -373,6 +373,43 @@ static void mel_log_dct(const double *spec, Py_ssize_t T, Py_ssize_t F, const do
     }
 }
 
+/* The PCEN front end after the FFT (kws.arith.pcen_smoother and pcen): per frame, mel power E, the
+   smoother m = m + s (E - m) (m before the first frame: *m_prev, or E[0] when fresh), then
+   (E / (eps + m)^alpha + delta)^r - delta^r and the DCT. m_prev receives the last m. */
+KWS_CLONES
+static void mel_pcen_dct(const double *spec, Py_ssize_t T, Py_ssize_t F, const double *fb, const int *bands,
+                         Py_ssize_t M, const double *dct, Py_ssize_t K, const double *p, int fresh,
+                         double *m_prev, float *out, double *power, double *comp, double *acc)
+{
+    const double s = p[0], alpha = p[1], delta = p[2], r = p[3], eps = p[4], dr = pow(delta, r);
+    for (Py_ssize_t t = 0; t < T; t++) {
+        const double *sp = spec + t * 2 * F;
+        for (Py_ssize_t f = 0; f < F; f++)
+            power[f] = sp[2 * f] * sp[2 * f] + sp[2 * f + 1] * sp[2 * f + 1];
+        for (Py_ssize_t m = 0; m < M; m++) {
+            const double *w = fb + m * F;
+            double e = 0.0;
+            for (int f = bands[2 * m]; f < bands[2 * m + 1]; f++)
+                e += power[f] * w[f];
+            if (fresh && t == 0)
+                m_prev[m] = e;
+            const double sm = m_prev[m] + s * (e - m_prev[m]);
+            m_prev[m] = sm;
+            const double g = e * exp(-alpha * log(eps + sm)) + delta;   /* = e / (eps + m)^alpha */
+            comp[m] = (r == 0.5 ? sqrt(g) : pow(g, r)) - dr;
+        }
+        for (Py_ssize_t k = 0; k < K; k++)
+            acc[k] = 0.0;
+        for (Py_ssize_t m = 0; m < M; m++) {
+            const double v = comp[m], *d = dct + m * K;
+            for (Py_ssize_t k = 0; k < K; k++)
+                acc[k] += v * d[k];
+        }
+        for (Py_ssize_t k = 0; k < K; k++)
+            out[t * K + k] = (float)acc[k];
+    }
+}
+
 PyDoc_STRVAR(mel_log_dct_doc,
 "mel_log_dct(spec, fb, bands, dct, floor, out)\n\n"
 "The log-mel front end after the FFT (kws.arith.mfcc_from_frames from the spectrum on), compiled:\n"
@@ -380,13 +417,12 @@ PyDoc_STRVAR(mel_log_dct_doc,
 "with bands [M, 2] int32 the [first, last + 1) bin of each, dct [M, K] float64, floor the log's floor;\n"
 "writes out [T, K] float32. Float64 inside, like the numpy front end. Releases the GIL.");
 
-static PyObject *mel_log_dct_py(PyObject *self, PyObject *args)
+/* mel_log_dct (pcen == NULL) and mel_pcen_dct: the arrays they share, checked the same way */
+static PyObject *mel_tail(PyObject *o_spec, PyObject *o_fb, PyObject *o_bands, PyObject *o_dct, double floor_,
+                          PyObject *o_out, PyObject *o_params, PyObject *o_state, int fresh)
 {
-    PyObject *o_spec, *o_fb, *o_bands, *o_dct, *o_out, *ret = NULL;
-    double floor_;
-    if (!PyArg_ParseTuple(args, "OOOOdO:mel_log_dct", &o_spec, &o_fb, &o_bands, &o_dct, &floor_, &o_out))
-        return NULL;
-    Py_buffer v[5];                           /* bands, fb, dct, spec, out */
+    PyObject *ret = NULL;
+    Py_buffer v[7];                           /* bands, fb, dct, spec, out (, params, state) */
     int got = 0;
     double *scratch = NULL;
     Py_ssize_t M, F, K, T;
@@ -411,6 +447,12 @@ static PyObject *mel_log_dct_py(PyObject *self, PyObject *args)
     if (v[3].len != T * 2 * F * 8) { PyErr_SetString(PyExc_ValueError, "spec must be [T, 2F]"); goto done; }
     if (get_floats(o_out, &v[got], 1, "out", T * K) < 0) goto done;
     got++;
+    if (o_params != NULL) {
+        if (get_buffer(o_params, &v[got], 0, "params", "d", 8, "float64", 5) < 0) goto done;
+        got++;
+        if (get_buffer(o_state, &v[got], 1, "state", "d", 8, "float64", M) < 0) goto done;
+        got++;
+    }
     scratch = (double *)malloc((size_t)(F + M + K) * sizeof(double));
     if (scratch == NULL) { PyErr_NoMemory(); goto done; }
     {
@@ -418,7 +460,11 @@ static PyObject *mel_log_dct_py(PyObject *self, PyObject *args)
         const int *bands = (const int *)v[0].buf;
         float *out = (float *)v[4].buf;
         Py_BEGIN_ALLOW_THREADS
-        mel_log_dct(spec, T, F, fb, bands, M, dct, K, floor_, out, scratch, scratch + F, scratch + F + M);
+        if (o_params == NULL)
+            mel_log_dct(spec, T, F, fb, bands, M, dct, K, floor_, out, scratch, scratch + F, scratch + F + M);
+        else
+            mel_pcen_dct(spec, T, F, fb, bands, M, dct, K, (const double *)v[5].buf, fresh, (double *)v[6].buf,
+                         out, scratch, scratch + F, scratch + F + M);
         Py_END_ALLOW_THREADS
     }
     Py_INCREF(Py_None);
@@ -428,6 +474,32 @@ done:
     for (int k = 0; k < got; k++)
         PyBuffer_Release(&v[k]);
     return ret;
+}
+
+static PyObject *mel_log_dct_py(PyObject *self, PyObject *args)
+{
+    PyObject *o_spec, *o_fb, *o_bands, *o_dct, *o_out;
+    double floor_;
+    if (!PyArg_ParseTuple(args, "OOOOdO:mel_log_dct", &o_spec, &o_fb, &o_bands, &o_dct, &floor_, &o_out))
+        return NULL;
+    return mel_tail(o_spec, o_fb, o_bands, o_dct, floor_, o_out, NULL, NULL, 0);
+}
+
+PyDoc_STRVAR(mel_pcen_dct_doc,
+"mel_pcen_dct(spec, fb, bands, dct, params, state, fresh, out)\n\n"
+"The PCEN front end after the FFT (kws.arith.pcen_smoother and pcen, then the DCT), compiled: arrays as\n"
+"mel_log_dct's; params float64 [s, alpha, delta, r, eps]; state float64 [M], the smoother before the\n"
+"first frame (ignored when fresh is true: a stream's start, the smoother starts at the first frame),\n"
+"overwritten with its value after the last. The smoother runs frame by frame in float64.");
+
+static PyObject *mel_pcen_dct_py(PyObject *self, PyObject *args)
+{
+    PyObject *o_spec, *o_fb, *o_bands, *o_dct, *o_params, *o_state, *o_out;
+    int fresh;
+    if (!PyArg_ParseTuple(args, "OOOOOOpO:mel_pcen_dct", &o_spec, &o_fb, &o_bands, &o_dct, &o_params, &o_state,
+                          &fresh, &o_out))
+        return NULL;
+    return mel_tail(o_spec, o_fb, o_bands, o_dct, 0.0, o_out, o_params, o_state, fresh);
 }
 
 PyDoc_STRVAR(tanh_doc, "tanh(x, out)\n\nThe kernel's tanh on float32 arrays (for its accuracy test).");
@@ -453,6 +525,7 @@ static PyMethodDef methods[] = {
     {"gru_layer", gru_layer_py, METH_VARARGS, gru_layer_doc},
     {"gru_step", gru_step_py, METH_VARARGS, gru_step_doc},
     {"mel_log_dct", mel_log_dct_py, METH_VARARGS, mel_log_dct_doc},
+    {"mel_pcen_dct", mel_pcen_dct_py, METH_VARARGS, mel_pcen_dct_doc},
     {"tanh", tanh_py, METH_VARARGS, tanh_doc},
     {NULL, NULL, 0, NULL},
 };

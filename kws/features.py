@@ -136,14 +136,17 @@ class NumpyMFCC:
         fb = mel_weights(self.cfg)
         self.mel_fb_t = np.ascontiguousarray(fb.T)
         self.dct = dct_weights(self.cfg.n_mfcc, self.cfg.n_mels)
-        # log mel after the FFT in one compiled call (kws/_gru.c mel_log_dct) where it was built: the
-        # same float64 arithmetic as arith.mfcc_from_frames, on each filter's nonzero bins only
+        # the front end after the FFT in one compiled call (kws/_gru.c mel_log_dct / mel_pcen_dct) where
+        # it was built: the float64 arithmetic of arith.features_from_frames, on each filter's nonzero bins
         from .engine import _gru, resolve_kernel
-        self.kernel = resolve_kernel(kernel) if self.cfg.frontend == "log" else "numpy"
+        self.kernel = resolve_kernel(kernel)
         if self.kernel == "c":
             nz = [np.flatnonzero(row) for row in fb]
             bands = np.array([(b[0], b[-1] + 1) if b.size else (0, 0) for b in nz], np.int32)
-            self._tail = (_gru.mel_log_dct, np.ascontiguousarray(fb), bands, np.ascontiguousarray(self.dct))
+            self._tail = (np.ascontiguousarray(fb), bands, np.ascontiguousarray(self.dct))
+            self._pcen = np.array([self.cfg.pcen_s, self.cfg.pcen_alpha, self.cfg.pcen_delta, self.cfg.pcen_r,
+                                   self.cfg.pcen_eps], np.float64)
+            self._c = _gru
 
     def n_frames(self, n_samples: int) -> int:
         return max(0, (n_samples - self.cfg.n_fft) // self.cfg.hop + 1)
@@ -158,11 +161,20 @@ class NumpyMFCC:
         if frames.shape[-2] == 0:
             return np.zeros((*frames.shape[:-1], self.cfg.n_mfcc), np.float32), state
         if self.kernel == "c":
-            fn, fb, bands, dct = self._tail
             spec = np.fft.rfft(frames.astype(np.float64, copy=False) * self.window)
             out = np.empty((*frames.shape[:-1], self.cfg.n_mfcc), np.float32)
-            fn(spec.reshape(-1, spec.shape[-1]).view(np.float64), fb, bands, dct, self.cfg.log_floor, out)
-            return out, None
+            if self.cfg.frontend == "log":
+                self._c.mel_log_dct(spec.reshape(-1, spec.shape[-1]).view(np.float64), *self._tail,
+                                    self.cfg.log_floor, out)
+                return out, None
+            lead = frames.shape[:-2]                  # PCEN: one call per signal, its smoother carried
+            spec = spec.reshape(-1, *spec.shape[-2:])
+            new = np.zeros((spec.shape[0], self.cfg.n_mels)) if state is None else \
+                np.array(np.broadcast_to(state, (spec.shape[0], self.cfg.n_mels)), np.float64)
+            flat = out.reshape(spec.shape[0], *out.shape[-2:])
+            for i in range(spec.shape[0]):
+                self._c.mel_pcen_dct(spec[i].view(np.float64), *self._tail, self._pcen, new[i], state is None, flat[i])
+            return out, new.reshape(*lead, self.cfg.n_mels)
         out, state = arith.features_from_frames(np, frames.astype(np.float64, copy=False), self.window,
                                                 self.mel_fb_t, self.dct, self.cfg, state)
         return out.astype(np.float32), state

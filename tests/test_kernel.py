@@ -155,12 +155,14 @@ def test_kernel_step_refuses_arrays_it_cannot_read(case):
 
 
 @needs_kernel
+@pytest.mark.parametrize("frontend", ["log", "pcen"])
 @pytest.mark.parametrize("fcfg", [{}, dict(n_mels=80, win_ms=32.0, f_max=8000.0), dict(n_mels=32, n_mfcc=20)])
-def test_kernel_log_mel_front_end_equals_numpy(fcfg):
-    """mel_log_dct (power, mel on each filter's nonzero bins, log, DCT) against arith.mfcc_from_frames,
-    for one signal, a batch, and a near-silent one (the log's floor)."""
-    from kws.features import FeatureConfig, NumpyMFCC
-    cfg = FeatureConfig(**fcfg)
+def test_kernel_front_end_equals_numpy(fcfg, frontend):
+    """mel_log_dct / mel_pcen_dct (power, mel on each filter's nonzero bins, log or PCEN, DCT) against
+    arith.features_from_frames, for one signal, a batch with a near-silent signal (the log's floor, PCEN's
+    eps), and PCEN continued from a state; the PCEN smoother's last value too."""
+    from kws.features import FeatureConfig, NumpyMFCC, frame_view
+    cfg = FeatureConfig(frontend=frontend, **fcfg)
     c, n = NumpyMFCC(cfg, kernel="c"), NumpyMFCC(cfg, kernel="numpy")
     assert (c.kernel, n.kernel) == ("c", "numpy")
     y = speech_like(2.0, seed=7)
@@ -168,14 +170,22 @@ def test_kernel_log_mel_front_end_equals_numpy(fcfg):
         a, b = c(x), n(x)
         assert a.shape == b.shape and a.dtype == np.float32
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
-    assert NumpyMFCC(FeatureConfig(frontend="pcen"), kernel="c").kernel == "numpy"   # PCEN: numpy only
+    frames = frame_view(y.astype(np.float64), cfg.n_fft, cfg.hop)
+    state = np.full(cfg.n_mels, 1e-3) if frontend == "pcen" else None
+    (a, sa), (b, sb) = c.run(frames, state), n.run(frames, state)
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    if frontend == "pcen":
+        np.testing.assert_allclose(sa, sb, rtol=1e-9)
+        assert np.abs(a - c(y)).max() > 1e-3          # the given state was used
+    else:
+        assert sa is sb is None
 
 
 @needs_kernel
 @pytest.mark.parametrize("case", ["float32_spec", "ragged_spec", "bad_band", "int64_bands", "short_out"])
-def test_kernel_log_mel_refuses_arrays_it_cannot_read(case):
+def test_kernel_front_end_refuses_arrays_it_cannot_read(case):
     from kws.features import NumpyMFCC
-    _, fb, bands, dct = NumpyMFCC(kernel="c")._tail
+    fb, bands, dct = NumpyMFCC(kernel="c")._tail
     a = dict(spec=np.ones((3, 2 * fb.shape[1])), fb=fb, bands=bands.copy(), dct=dct, floor=1e-6,
              out=np.empty((3, dct.shape[1]), np.float32))
     if case == "float32_spec":
@@ -190,6 +200,26 @@ def test_kernel_log_mel_refuses_arrays_it_cannot_read(case):
         a["out"] = a["out"][:2].copy()
     with pytest.raises((TypeError, ValueError, BufferError)):
         _gru.mel_log_dct(*a.values())
+
+
+@needs_kernel
+@pytest.mark.parametrize("case", ["short_params", "float32_state", "short_state", "read_only_state"])
+def test_kernel_pcen_refuses_arrays_it_cannot_read(case):
+    from kws.features import FeatureConfig, NumpyMFCC
+    m = NumpyMFCC(FeatureConfig(frontend="pcen"), kernel="c")
+    fb, bands, dct = m._tail
+    a = dict(spec=np.ones((3, 2 * fb.shape[1])), fb=fb, bands=bands, dct=dct, params=m._pcen.copy(),
+             state=np.ones(fb.shape[0]), fresh=False, out=np.empty((3, dct.shape[1]), np.float32))
+    if case == "short_params":
+        a["params"] = a["params"][:4].copy()
+    elif case == "float32_state":
+        a["state"] = a["state"].astype(np.float32)
+    elif case == "short_state":
+        a["state"] = a["state"][:-1].copy()
+    elif case == "read_only_state":
+        a["state"].flags.writeable = False
+    with pytest.raises((TypeError, ValueError, BufferError)):
+        _gru.mel_pcen_dct(*a.values())
 
 
 def test_kernel_choice(monkeypatch):
