@@ -257,6 +257,17 @@ static void gru_step(const float *frames, const float *mean, const float *std, P
     }
 }
 
+/* The end of the wrappers below: free the scratch, release the buffers taken, None when ok. */
+static PyObject *release_all(int ok, void *scratch, Py_buffer *v, int got)
+{
+    free(scratch);
+    for (int k = 0; k < got; k++)
+        PyBuffer_Release(&v[k]);
+    if (!ok)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(gru_step_doc,
 "gru_step(frames, mean, std, layers, head, state, post, new_state)\n\n"
 "kws.engine.Engine.step1 after its frame stacking, compiled: frames [T, D] (T GRU steps of stacked\n"
@@ -267,7 +278,8 @@ PyDoc_STRVAR(gru_step_doc,
 
 static PyObject *gru_step_py(PyObject *self, PyObject *args)
 {
-    PyObject *o[8], *ret = NULL, *layers = NULL;
+    PyObject *o[8], *layers = NULL;
+    int ok = 0;
     if (!PyArg_ParseTuple(args, "OOOOOOOO:gru_step", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7]))
         return NULL;
     Py_buffer v[6 + 2 * KWS_MAX_LAYERS];
@@ -332,44 +344,56 @@ static PyObject *gru_step_py(PyObject *self, PyObject *args)
         gru_step(fr, mean, sd, T, D, wi, wh, L, H, head, C, st, post, ns, scratch);
         Py_END_ALLOW_THREADS
     }
-    Py_INCREF(Py_None);
-    ret = Py_None;
+    ok = 1;
 done:
-    free(scratch);
-    for (int k = 0; k < got; k++)
-        PyBuffer_Release(&v[k]);
     Py_DECREF(layers);
-    return ret;
+    return release_all(ok, scratch, v, got);
+}
+
+/* One frame of the front ends below: mel[m] = sum_f |spec[f]|^2 fb[m, f] over band m's bins.
+   spec: F (re, im) pairs; fb [M, F] the mel filters, band m nonzero only on bins
+   bands[m, 0] <= f < bands[m, 1]. */
+static inline void mel_frame(const double *spec, Py_ssize_t F, const double *fb, const int *bands, Py_ssize_t M,
+                             double *power, double *mel)
+{
+    for (Py_ssize_t f = 0; f < F; f++)
+        power[f] = spec[2 * f] * spec[2 * f] + spec[2 * f + 1] * spec[2 * f + 1];
+    for (Py_ssize_t m = 0; m < M; m++) {
+        const double *w = fb + m * F;
+        double e = 0.0;
+        for (int f = bands[2 * m]; f < bands[2 * m + 1]; f++)
+            e += power[f] * w[f];
+        mel[m] = e;
+    }
+}
+
+/* out[k] = sum_m comp[m] dct[m, k], rounded to float32 */
+static inline void dct_frame(const double *comp, Py_ssize_t M, const double *dct, Py_ssize_t K, double *acc,
+                             float *out)
+{
+    for (Py_ssize_t k = 0; k < K; k++)
+        acc[k] = 0.0;
+    for (Py_ssize_t m = 0; m < M; m++) {
+        const double v = comp[m], *d = dct + m * K;
+        for (Py_ssize_t k = 0; k < K; k++)
+            acc[k] += v * d[k];
+    }
+    for (Py_ssize_t k = 0; k < K; k++)
+        out[k] = (float)acc[k];
 }
 
 /* power spectrum -> mel -> log -> DCT, float64 inside (as the numpy front end), float32 out.
-   spec [T, 2F] (re, im interleaved: numpy's complex128 rfft viewed as float64); fb [M, F] the mel
-   filters, band m nonzero only on bins bands[m, 0] <= f < bands[m, 1]; dct [M, K]. */
+   spec [T, 2F] (re, im interleaved: numpy's complex128 rfft viewed as float64); dct [M, K]. */
 KWS_CLONES
 static void mel_log_dct(const double *spec, Py_ssize_t T, Py_ssize_t F, const double *fb, const int *bands,
                         Py_ssize_t M, const double *dct, Py_ssize_t K, double floor_, float *out,
-                        double *power, double *logmel, double *acc)
+                        double *power, double *mel, double *acc)
 {
     for (Py_ssize_t t = 0; t < T; t++) {
-        const double *sp = spec + t * 2 * F;
-        for (Py_ssize_t f = 0; f < F; f++)
-            power[f] = sp[2 * f] * sp[2 * f] + sp[2 * f + 1] * sp[2 * f + 1];
-        for (Py_ssize_t m = 0; m < M; m++) {
-            const double *w = fb + m * F;
-            double e = 0.0;
-            for (int f = bands[2 * m]; f < bands[2 * m + 1]; f++)
-                e += power[f] * w[f];
-            logmel[m] = log(e + floor_);
-        }
-        for (Py_ssize_t k = 0; k < K; k++)
-            acc[k] = 0.0;
-        for (Py_ssize_t m = 0; m < M; m++) {
-            const double v = logmel[m], *d = dct + m * K;
-            for (Py_ssize_t k = 0; k < K; k++)
-                acc[k] += v * d[k];
-        }
-        for (Py_ssize_t k = 0; k < K; k++)
-            out[t * K + k] = (float)acc[k];
+        mel_frame(spec + t * 2 * F, F, fb, bands, M, power, mel);
+        for (Py_ssize_t m = 0; m < M; m++)
+            mel[m] = log(mel[m] + floor_);
+        dct_frame(mel, M, dct, K, acc, out + t * K);
     }
 }
 
@@ -379,34 +403,21 @@ static void mel_log_dct(const double *spec, Py_ssize_t T, Py_ssize_t F, const do
 KWS_CLONES
 static void mel_pcen_dct(const double *spec, Py_ssize_t T, Py_ssize_t F, const double *fb, const int *bands,
                          Py_ssize_t M, const double *dct, Py_ssize_t K, const double *p, int fresh,
-                         double *m_prev, float *out, double *power, double *comp, double *acc)
+                         double *m_prev, float *out, double *power, double *mel, double *acc)
 {
     const double s = p[0], alpha = p[1], delta = p[2], r = p[3], eps = p[4], dr = pow(delta, r);
     for (Py_ssize_t t = 0; t < T; t++) {
-        const double *sp = spec + t * 2 * F;
-        for (Py_ssize_t f = 0; f < F; f++)
-            power[f] = sp[2 * f] * sp[2 * f] + sp[2 * f + 1] * sp[2 * f + 1];
+        mel_frame(spec + t * 2 * F, F, fb, bands, M, power, mel);
         for (Py_ssize_t m = 0; m < M; m++) {
-            const double *w = fb + m * F;
-            double e = 0.0;
-            for (int f = bands[2 * m]; f < bands[2 * m + 1]; f++)
-                e += power[f] * w[f];
+            const double e = mel[m];
             if (fresh && t == 0)
                 m_prev[m] = e;
             const double sm = m_prev[m] + s * (e - m_prev[m]);
             m_prev[m] = sm;
             const double g = e * exp(-alpha * log(eps + sm)) + delta;   /* = e / (eps + m)^alpha */
-            comp[m] = (r == 0.5 ? sqrt(g) : pow(g, r)) - dr;
+            mel[m] = (r == 0.5 ? sqrt(g) : pow(g, r)) - dr;
         }
-        for (Py_ssize_t k = 0; k < K; k++)
-            acc[k] = 0.0;
-        for (Py_ssize_t m = 0; m < M; m++) {
-            const double v = comp[m], *d = dct + m * K;
-            for (Py_ssize_t k = 0; k < K; k++)
-                acc[k] += v * d[k];
-        }
-        for (Py_ssize_t k = 0; k < K; k++)
-            out[t * K + k] = (float)acc[k];
+        dct_frame(mel, M, dct, K, acc, out + t * K);
     }
 }
 
@@ -421,9 +432,8 @@ PyDoc_STRVAR(mel_log_dct_doc,
 static PyObject *mel_tail(PyObject *o_spec, PyObject *o_fb, PyObject *o_bands, PyObject *o_dct, double floor_,
                           PyObject *o_out, PyObject *o_params, PyObject *o_state, int fresh)
 {
-    PyObject *ret = NULL;
     Py_buffer v[7];                           /* bands, fb, dct, spec, out (, params, state) */
-    int got = 0;
+    int got = 0, ok = 0;
     double *scratch = NULL;
     Py_ssize_t M, F, K, T;
     if (get_buffer(o_bands, &v[got], 0, "bands", "i", 4, "int32", -1) < 0) goto done;
@@ -467,13 +477,9 @@ static PyObject *mel_tail(PyObject *o_spec, PyObject *o_fb, PyObject *o_bands, P
                          out, scratch, scratch + F, scratch + F + M);
         Py_END_ALLOW_THREADS
     }
-    Py_INCREF(Py_None);
-    ret = Py_None;
+    ok = 1;
 done:
-    free(scratch);
-    for (int k = 0; k < got; k++)
-        PyBuffer_Release(&v[k]);
-    return ret;
+    return release_all(ok, scratch, v, got);
 }
 
 static PyObject *mel_log_dct_py(PyObject *self, PyObject *args)
