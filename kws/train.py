@@ -64,6 +64,7 @@ class TrainConfig:
     target_start: float = 0.03     # a word's label on the frames from this many seconds after its end...
     target_end: float = 0.7        # ...to this many (or the next word's start); negative start: inside the word
     frontend: str = "log"          # feature front end: log mel or pcen (features.FeatureConfig)
+    pcen_time_s: float = FeatureConfig.pcen_time_s   # PCEN's smoother time constant
     init: str = ""                 # start from this model file's weights (fine-tuning)
     threads: int = 1               # torch threads of the trainer; a second process makes the batches
     select_root: str = ""          # choose the best epoch on this root's validation accuracy (default: mean over roots)
@@ -272,7 +273,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
     if cfg.frontend not in FRONTENDS:
         raise KwsError(f"--frontend {cfg.frontend!r}: choose one of {', '.join(FRONTENDS)}")
     labels = task_labels(cfg.task, cfg.words or None)
-    fcfg = FeatureConfig(frontend=cfg.frontend)
+    if not cfg.pcen_time_s > 0:
+        raise KwsError(f"--pcen-time-s must be positive (got {cfg.pcen_time_s:g})")
+    fcfg = FeatureConfig(frontend=cfg.frontend, pcen_time_s=cfg.pcen_time_s)
     scanned = [scan_root(r) for r in cfg.data]          # each root read once
     train_items, root_of = [], []
     for ri, items in enumerate(scanned):               # every unknown clip kept; sampling weights balance
@@ -312,8 +315,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         if src.labels != labels or src.model.cfg != mcfg:
             raise KwsError(f"--init {cfg.init}: labels or architecture differ from this run's")
         if src.features != fcfg:
-            raise KwsError(f"--init {cfg.init}: its features ({src.features.frontend} front end) differ from this "
-                           f"run's ({fcfg.frontend})")
+            theirs, ours = src.features.to_dict(), fcfg.to_dict()
+            diff = ", ".join(f"{k} {theirs.get(k)}, not {v}" for k, v in ours.items() if theirs.get(k) != v)
+            raise KwsError(f"--init {cfg.init}: its features differ from this run's: {diff}")
         model.load_state_dict(src.model.state_dict())
         print(f"initialised from {cfg.init}", file=sys.stderr)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -416,7 +420,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
 PLAIN_OPTIONS = [("epochs", int), ("batch", int), ("seq_clips", int), ("lr", float), ("hidden", int),
                  ("layers", int), ("stack", int), ("dropout", float), ("epoch_clips", int), ("seed", int),
                  ("threads", int), ("unknown_weight", float), ("carry_prob", float), ("target_start", float),
-                 ("target_end", float)]
+                 ("target_end", float), ("pcen_time_s", float)]
 
 
 def add_parser(sub) -> None:

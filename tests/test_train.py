@@ -110,9 +110,10 @@ def test_pcen_front_end_trains_and_is_recorded_in_the_model(tmp_path):
     from dataclasses import replace
     from kws.enginefile import load_engine
     root = make_corpus(tmp_path / "corpus")
-    r = train(replace(tiny_cfg(root, tmp_path / "run"), frontend="pcen"), progress=False)
+    r = train(replace(tiny_cfg(root, tmp_path / "run"), frontend="pcen", pcen_time_s=0.2), progress=False)
     assert r["history"][-1]["val_acc"] > 0.6
     assert load_bundle(tmp_path / "run" / "last.pt").features.frontend == "pcen"
+    assert load_bundle(tmp_path / "run" / "last.pt").features.pcen_time_s == 0.2
     assert load_engine(tmp_path / "run" / "last.npz").features.frontend == "pcen"
 
 
@@ -127,8 +128,10 @@ def test_bad_front_end_and_init_with_other_features_are_one_clear_error(tmp_path
     b = random_bundle(labels=["_silence_", "_unknown_", "yes", "no", "up"])
     b.model = type(b.model)(replace(b.model.cfg, hidden=32, layers=1))
     save_bundle(b, tmp_path / "log.pt")
-    with pytest.raises(KwsError, match=r"features \(log front end\) differ from this run's \(pcen\)"):
+    with pytest.raises(KwsError, match="features differ from this run's: frontend log, not pcen"):
         train(replace(tiny_cfg(root, tmp_path / "run"), frontend="pcen", init=str(tmp_path / "log.pt")))
+    with pytest.raises(KwsError, match="--pcen-time-s must be positive"):
+        train(replace(tiny_cfg(root, tmp_path / "run"), frontend="pcen", pcen_time_s=0.0))
 
 
 @pytest.mark.slow
