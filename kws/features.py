@@ -161,23 +161,27 @@ class NumpyMFCC:
         if frames.shape[-2] == 0:
             return np.zeros((*frames.shape[:-1], self.cfg.n_mfcc), np.float32), state
         if self.kernel == "c":
-            spec = np.fft.rfft(frames.astype(np.float64, copy=False) * self.window)
-            out = np.empty((*frames.shape[:-1], self.cfg.n_mfcc), np.float32)
-            if self.cfg.frontend == "log":
-                self._c.mel_log_dct(spec.reshape(-1, spec.shape[-1]).view(np.float64), *self._tail,
-                                    self.cfg.log_floor, out)
-                return out, None
-            lead = frames.shape[:-2]                  # PCEN: one call per signal, its smoother carried
-            spec = spec.reshape(-1, *spec.shape[-2:])
-            new = np.zeros((spec.shape[0], self.cfg.n_mels)) if state is None else \
-                np.array(np.broadcast_to(state, (spec.shape[0], self.cfg.n_mels)), np.float64)
-            flat = out.reshape(spec.shape[0], *out.shape[-2:])
-            for i in range(spec.shape[0]):
-                self._c.mel_pcen_dct(spec[i].view(np.float64), *self._tail, self._pcen, new[i], state is None, flat[i])
-            return out, new.reshape(*lead, self.cfg.n_mels)
+            return self._run_compiled(frames, state)
         out, state = arith.features_from_frames(np, frames.astype(np.float64, copy=False), self.window,
                                                 self.mel_fb_t, self.dct, self.cfg, state)
         return out.astype(np.float32), state
+
+    def _run_compiled(self, frames: np.ndarray, state: np.ndarray | None):
+        """`run` with everything after numpy's FFT in one kernel call (per signal for PCEN, whose
+        smoother runs along each signal)."""
+        spec = np.fft.rfft(frames.astype(np.float64, copy=False) * self.window)
+        out = np.empty((*frames.shape[:-1], self.cfg.n_mfcc), np.float32)
+        if self.cfg.frontend == "log":
+            self._c.mel_log_dct(spec.reshape(-1, spec.shape[-1]).view(np.float64), *self._tail,
+                                self.cfg.log_floor, out)
+            return out, None
+        spec = spec.reshape(-1, *spec.shape[-2:])
+        n, M = spec.shape[0], self.cfg.n_mels
+        new = np.zeros((n, M)) if state is None else np.array(np.broadcast_to(state, (n, M)), np.float64)
+        flat = out.reshape(n, *out.shape[-2:])
+        for i in range(n):
+            self._c.mel_pcen_dct(spec[i].view(np.float64), *self._tail, self._pcen, new[i], state is None, flat[i])
+        return out, new.reshape(*frames.shape[:-2], M)
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         return self.from_frames(frame_view(np.asarray(wave), self.cfg.n_fft, self.cfg.hop))
