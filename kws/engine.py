@@ -147,11 +147,7 @@ class Engine:
                 h1[:H] = state[k]
             else:
                 h1[:H] = 0.0
-            if self.kernel == "c":
-                _gru.gru_layer(x1, h1, wi, wh, out1)
-                x1 = out1
-            else:
-                x1 = arith.gru_layer_folded(np, x1, h1, wi, wh, out1, work)
+            x1 = arith.gru_layer_folded(np, x1, h1, wi, wh, out1, work)
             new[k] = x1[-1, :H]
         return arith.softmax(np, x1 @ self.head_aug), new
 
