@@ -263,6 +263,7 @@ def run_listen(args) -> int:
     try:
         with out:
             source.start()
+            source.wait_audio(STALL_S)
             print(f"kws: listening to {source.label} at {source.rate} Hz, {source.channels} ch, "
                   f"{source.blocksize}-sample blocks; Ctrl-C to stop", file=sys.stderr, flush=True)
             try:

@@ -159,6 +159,7 @@ class MicSource:
         self.rate, self.channels = self._settings(device)
         self.blocksize = max(1, int(round(self.rate * block_ms / 1000.0)))
         self.finished = threading.Event()
+        self.first_block = threading.Event()   # set by the callback: audio is really flowing
         self.stream = None
         self.label = f"{device['name']!r} (#{device['index']}, {device['hostapi']})"
 
@@ -190,6 +191,8 @@ class MicSource:
             self.q.put_nowait(indata.copy())
         except queue.Full:
             self.counters.dropped += 1
+        if not self.first_block.is_set():
+            self.first_block.set()
 
     def start(self) -> None:
         sd = self.sd
@@ -207,6 +210,19 @@ class MicSource:
             if "-1" in msg and "device" in msg.lower():
                 raise DeviceError(f"no audio input device available ({msg}); {NO_DEVICE_HINT}") from None
             raise DeviceError(f"cannot open input device {self.label} at {self.rate} Hz: {msg}; {hint}") from None
+
+    def wait_audio(self, timeout: float) -> None:
+        """Block until the first audio block arrives. A started PortAudio stream can take a few hundred ms
+        to deliver its first sample (seen with the PulseAudio ALSA plugin), so "listening" is announced
+        only once audio flows: stream times then count from about when that line appears."""
+        deadline = time.monotonic() + timeout
+        while not self.first_block.wait(min(POLL_S, max(deadline - time.monotonic(), 0.0))):
+            if self.finished.is_set():
+                raise DeviceStalled(f"input stream from {self.label} stopped before delivering any audio "
+                                    f"(device unplugged or disconnected?); check the device and run `kws devices`")
+            if time.monotonic() >= deadline:
+                raise DeviceStalled(f"no audio from {self.label} within {timeout:.1f} s of opening it "
+                                    f"(device stalled or unplugged?); check the device and run `kws devices`")
 
     def alive(self) -> bool:
         if self.finished.is_set():
@@ -270,6 +286,9 @@ class FileSource:
 
     def start(self) -> None:
         self._thread.start()
+
+    def wait_audio(self, timeout: float) -> None:
+        """A file has audio from its first sample: nothing to wait for."""
 
     def alive(self) -> bool:
         return True

@@ -314,6 +314,19 @@ def test_stalled_stream_is_an_error_not_a_hang(fake_sd, capsys, assets, monkeypa
     assert rc != 0 and "no audio from" in line and "stalled or unplugged" in line
 
 
+@pytest.mark.parametrize("after", ["stall", "finish"])
+def test_stream_that_never_delivers_is_an_error_and_never_says_listening(fake_sd, capsys, assets, monkeypatch, after):
+    """"listening" means audio flows: a stream that opens but delivers no block is one error line."""
+    monkeypatch.setattr(L, "STALL_S", 0.5)
+    fake_sd(devices=[MIC], default=0, audio=np.zeros(10, np.float32), after=after)   # shorter than a block
+    t = time.monotonic()
+    rc, out, err = run_cli(capsys, "listen", "--model", assets["model"])
+    assert time.monotonic() - t < 10
+    line = error_line(err)
+    assert rc != 0 and "listening to" not in err, err
+    assert ("within 0.5 s of opening it" in line) if after == "stall" else ("before delivering any audio" in line), line
+
+
 def test_stream_that_stops_is_an_error(fake_sd, capsys, assets):
     fake_sd(devices=[MIC], default=0, audio=np.zeros(24000, np.float32), after="finish")
     t = time.monotonic()
