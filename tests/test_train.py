@@ -233,3 +233,58 @@ def test_augment_overrides_reach_the_augmenter_and_the_run_record(tmp_path, monk
     assert seen and seen[0].reverb_prob == 0.0 and seen[0].vtlp == (1.0, 1.0) and seen[0].noise_prob == 0.8
     meta = load_bundle(tmp_path / "run" / "last.pt").meta
     assert json.loads(meta["train_config"])["augment_overrides"] == {"reverb_prob": 0.0, "vtlp": [1.0, 1.0]}
+
+
+def test_stream_packed_sequences_place_whole_words_apart_over_one_noise_bed():
+    """--stream-pack: words trimmed to their spans, 80 ms-1.5 s apart, never overlapping, inside the
+    sequence; silence clips become pauses; the targets follow the packed spans."""
+    from types import SimpleNamespace
+    from kws.data.augment import AugmentConfig, Augmenter
+    from kws.train import BatchMaker
+    rng = np.random.default_rng(3)
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    audio = np.zeros((8, SR), np.int16)
+    spans = np.zeros((8, 2), np.int32)
+    for i in range(8):
+        w = word("yes", rng)
+        o = int(rng.integers(0, SR - w.size))
+        audio[i, o:o + w.size] = np.round(w * 32767).astype(np.int16)
+        spans[i] = (o, o + w.size)
+    y = np.array([2, 3, 1, 0, 2, 3, 1, 0])
+    class Clips(SimpleNamespace):
+        def __len__(self):
+            return len(self.y)
+    clips = Clips(y=y, is_silence=y == 0, audio=audio, spans=spans)
+    fcfg = FeatureConfig()
+    cfg = TrainConfig(seq_clips=4, stream_pack=1.0)
+    noise = [rng.normal(0, 0.05, 5 * SR).astype(np.float32)]
+    quiet = Augmenter(AugmentConfig(noise_prob=0.0, reverb_prob=0, clip_prob=0, speed=(1, 1), shift_ms=0,
+                                    gain_db=(0, 0)), fcfg, noise, seed=0)
+    bm = BatchMaker(clips, np.zeros(8, int), cfg, labels, fcfg, quiet)
+    seen_pause = False
+    for row in ([0, 1, 3, 2], [4, 5, 6, 7], [0, 2, 4, 1]):
+        wave, sp, ys, sil = bm.packed(np.array(row), 4 * SR)
+        kept = [i for i in row if y[i] != 0]
+        assert ys == [y[i] for i in kept[:len(ys)]] and not any(sil) and len(ys) >= 2
+        for (a, b), i in zip(sp, kept):
+            assert 0 <= a < b <= 4 * SR and b - a == spans[i, 1] - spans[i, 0]
+            src = audio[i, spans[i, 0]:spans[i, 1]] / 32768.0     # peak-normalised (gain 0 dB), else the same
+            np.testing.assert_allclose(wave[a:b] / np.abs(wave[a:b]).max(), src / np.abs(src).max(), atol=1e-4)
+        gaps = [c - b for (_, b), (c, _) in zip(sp, sp[1:])]
+        assert all(0.08 * SR <= g <= 2.5 * SR for g in gaps), gaps
+        outside = np.ones(4 * SR, bool)
+        for a, b in sp:
+            outside[a:b] = False
+        assert np.abs(wave[outside]).max() == 0.0          # no noise asked for: nothing between words
+        seen_pause |= 0 in [y[i] for i in row[:len(ys) + 1]]
+    assert seen_pause
+    # with noise: one bed under everything, at an SNR within the configured range
+    noisy = Augmenter(AugmentConfig(noise_prob=1.0, snr_db=(10.0, 10.0), reverb_prob=0, clip_prob=0), fcfg,
+                      noise, seed=0)
+    bm = BatchMaker(clips, np.zeros(8, int), cfg, labels, fcfg, noisy)
+    wave, sp, ys, _ = bm.packed(np.array([0, 1, 2, 4]), 4 * SR)
+    gap = wave[sp[0][1]:sp[1][0]]
+    assert gap.size and 0.01 < np.sqrt(np.mean(gap ** 2))
+    # and the batch uses them: targets carry the packed words' labels
+    wave_b, tgt = bm()
+    assert wave_b.shape == (cfg.batch, 4 * SR) and set(np.unique(tgt.numpy())) >= {0, 2}

@@ -106,8 +106,10 @@ class Augmenter:
         s = self.rng.integers(0, len(src) - n)
         return src[s:s + n]
 
-    def wave(self, x: np.ndarray, is_silence: bool, span: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-        """One clip -> augmented clip and its moved speech span (samples)."""
+    def wave(self, x: np.ndarray, is_silence: bool, span: tuple[int, int],
+             noise: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
+        """One clip -> augmented clip and its moved speech span (samples). noise=False leaves the
+        background out (a packed stream sequence lays one noise bed under all its words)."""
         c, rng, n = self.cfg, self.rng, len(x)
         start, end = span
         x = x.astype(np.float32, copy=True)
@@ -128,7 +130,7 @@ class Augmenter:
             if rng.random() < c.clip_prob:
                 drive = rng.uniform(1.5, 6.0)
                 x = np.tanh(x * drive) / np.tanh(drive) * min(1.0, np.abs(x).max() * drive)
-        if self.noises and (is_silence or rng.random() < c.noise_prob):
+        if noise and self.noises and (is_silence or rng.random() < c.noise_prob):
             noise = self.noise_window(n)
             if is_silence:
                 x = x + noise * rng.uniform(0, c.silence_volume)
@@ -143,6 +145,19 @@ class Augmenter:
             b = self.babble[rng.integers(len(self.babble))].astype(np.float32) / 32768.0
             x = x + shift(b, int(rng.integers(-n // 2, n // 2))) * rng.uniform(0.05, 0.3)
         return np.clip(x, -1.0, 1.0), (start, end)
+
+    def noise_bed(self, speech: np.ndarray) -> np.ndarray:
+        """One continuous background under a whole packed sequence, at an SNR from snr_db relative to
+        the speech's active level (as in a real recording, the noise does not restart at each word)."""
+        c, rng, n = self.cfg, self.rng, len(speech)
+        if not self.noises or rng.random() >= c.noise_prob:
+            return speech
+        noise = self.noise_window(n)
+        active = speech[np.abs(speech) > 1e-4]
+        p_sig = float(np.mean(active ** 2)) if active.size else 1e-10
+        p_noise = float(np.mean(noise ** 2)) + 1e-10
+        snr = rng.uniform(*c.snr_db)
+        return np.clip(speech + noise * np.sqrt(p_sig / p_noise / 10 ** (snr / 10)), -1.0, 1.0)
 
     def features(self, mfcc, wave: torch.Tensor) -> torch.Tensor:
         """[B, N] -> [B, T, F] with a random VTLP warp and spectral tilt per sequence: both are folded
