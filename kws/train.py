@@ -455,10 +455,26 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
 
 
 # TrainConfig fields that are plain `--name VALUE` options, with their types (one list for parser and run)
-PLAIN_OPTIONS = [("epochs", int), ("batch", int), ("seq_clips", int), ("lr", float), ("hidden", int),
-                 ("layers", int), ("stack", int), ("dropout", float), ("epoch_clips", int), ("seed", int),
-                 ("threads", int), ("unknown_weight", float), ("carry_prob", float), ("target_start", float),
-                 ("target_end", float), ("pcen_time_s", float), ("stream_pack", float)]
+PLAIN_OPTIONS = [  # (TrainConfig field, type, help)
+    ("epochs", int, "training epochs"),
+    ("batch", int, "sequences per batch"),
+    ("seq_clips", int, "clips per training sequence (the GRU state is carried through them)"),
+    ("lr", float, "peak learning rate of the one-cycle schedule"),
+    ("hidden", int, "GRU units per layer"),
+    ("layers", int, "GRU layers"),
+    ("stack", int, "feature frames per GRU step (2: 50 Hz, 3: 33 Hz)"),
+    ("dropout", float, "dropout between GRU layers"),
+    ("epoch_clips", int, "clips per epoch (0: the size of the training split)"),
+    ("seed", int, "random seed (sampling, augmentation, initial weights)"),
+    ("threads", int, "torch threads of the trainer (a second process makes the batches)"),
+    ("unknown_weight", float, "sampling weight of _unknown_ relative to one keyword"),
+    ("carry_prob", float, "probability that a sequence starts from the previous batch's final state"),
+    ("target_start", float, "a word's label starts this many seconds after its end (negative: inside it)"),
+    ("target_end", float, "... and ends this many seconds after its end (or at the next word)"),
+    ("pcen_time_s", float, "PCEN smoother time constant, seconds (--frontend pcen)"),
+    ("stream_pack", float, "share of sequences packed like a live stream: words trimmed and placed "
+                           "0.08-1.5 s apart over one noise bed (0: every clip in its own 1 s slot)"),
+]
 
 
 def add_parser(sub) -> None:
@@ -474,8 +490,9 @@ def add_parser(sub) -> None:
     p.add_argument("--task", default="12", choices=["12", "35"])
     p.add_argument("--words", default="", help="custom comma-separated keyword list (overrides --task)")
     p.add_argument("--out", default="runs/kws")
-    for name, typ in PLAIN_OPTIONS:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=getattr(TrainConfig, name))
+    for name, typ, help in PLAIN_OPTIONS:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=getattr(TrainConfig, name),
+                       help=f"{help} (default {getattr(TrainConfig, name):g})")
     p.add_argument("--select-root", default="", metavar="NAME",
                    help="choose the best epoch on this data root's validation accuracy (its folder name, "
                         "e.g. speech_commands_part); default: the mean over roots")
@@ -522,7 +539,7 @@ def run(args) -> int:
                       cache=args.cache or None, augment=not args.no_augment, init=args.init, frontend=args.frontend,
                       augment_overrides=parse_augment(args.augment),
                       unknown_inside=not args.no_unknown_inside, select_root=args.select_root,
-                      **{k: getattr(args, k) for k, _ in PLAIN_OPTIONS})
+                      **{k: getattr(args, k) for k, _, _ in PLAIN_OPTIONS})
     try:
         r = train(cfg, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
                   command="kws " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
