@@ -329,6 +329,23 @@ def detector_tail(n_clips: int, seconds: float = DETECTOR_TAIL_S, rate: int = 16
     return (rng.standard_normal((n_clips, n)) * 10 ** (DETECTOR_TAIL_DBFS / 20)).astype(np.float32)
 
 
+def _detector_posteriors(m, waves: np.ndarray, tail_s: float, seed: int, batch: int):
+    """Each clip from a zero state + `tail_s` of quiet noise through the engine, smoothed as the
+    detector smooths: yields (clip index, smoothed posteriors [T, C])."""
+    from .features import NumpyMFCC
+    from .stream import KeywordSpotter, smooth_posteriors
+    smooth = KeywordSpotter(m).smooth             # the detector's smoothing window, in model outputs
+    tails = detector_tail(len(waves), tail_s, m.features.sample_rate, seed)
+    mfcc = NumpyMFCC(m.features)
+    for i in range(0, len(waves), batch):
+        w = waves[i:i + batch]
+        x = np.ascontiguousarray(np.concatenate([w, tails[i:i + batch]], axis=1), dtype=np.float32)
+        f = mfcc(x)
+        post, _ = m.engine.step(f[:, : f.shape[1] // m.cfg.stack * m.cfg.stack])   # whole GRU steps, as the spotter
+        for j, p in enumerate(post):
+            yield i + j, smooth_posteriors(p, smooth)
+
+
 def predict_detector(bundle, waves: np.ndarray, tail_s: float = DETECTOR_TAIL_S,
                      threshold: float = DETECTOR_THRESHOLD, seed: int = 0, batch: int = 256) -> np.ndarray:
     """The detector's view of each clip: the clip from a zero state followed by `tail_s` of quiet noise,
@@ -337,31 +354,34 @@ def predict_detector(bundle, waves: np.ndarray, tail_s: float = DETECTOR_TAIL_S,
     that fires; if none fires, `_unknown_` when its smoothed posterior reaches the threshold, else
     `_silence_` (a detector reports neither; this keeps the 12-class score comparable)."""
     from .enginefile import as_engine_model
-    from .features import NumpyMFCC
-    from .stream import KeywordSpotter, detect_frames, smooth_posteriors
+    from .stream import detect_frames
     m = as_engine_model(bundle)
     labels = m.labels
-    spotter = KeywordSpotter(m)                  # the detector's smoothing window, in model outputs
     kw_thr = np.array([np.inf if l in NON_KEYWORDS else threshold for l in labels], np.float32)
     unk = labels.index(UNKNOWN) if UNKNOWN in labels else -1
     sil = labels.index(SILENCE) if SILENCE in labels else unk
-    tails = detector_tail(len(waves), tail_s, m.features.sample_rate, seed)
-    mfcc = NumpyMFCC(m.features)
     out = np.zeros(len(waves), np.int64)
-    for i in range(0, len(waves), batch):
-        w = waves[i:i + batch]
-        x = np.ascontiguousarray(np.concatenate([w, tails[i:i + batch]], axis=1), dtype=np.float32)
-        f = mfcc(x)
-        post, _ = m.engine.step(f[:, : f.shape[1] // m.cfg.stack * m.cfg.stack])   # whole GRU steps, as the spotter
-        for j, p in enumerate(post):
-            sm = smooth_posteriors(p, spotter.smooth)
-            dets = detect_frames(sm, kw_thr, refractory=len(sm) + 1)
-            if dets:
-                out[i + j] = dets[0][1]
-            elif unk >= 0 and sm[:, unk].max() >= threshold:
-                out[i + j] = unk
-            else:
-                out[i + j] = sil
+    for i, sm in _detector_posteriors(m, waves, tail_s, seed, batch):
+        dets = detect_frames(sm, kw_thr, refractory=len(sm) + 1)
+        if dets:
+            out[i] = dets[0][1]
+        elif unk >= 0 and sm[:, unk].max() >= threshold:
+            out[i] = unk
+        else:
+            out[i] = sil
+    return out
+
+
+def keyword_peaks(bundle, waves: np.ndarray, tail_s: float = DETECTOR_TAIL_S, seed: int = 0,
+                  batch: int = 256) -> np.ndarray:
+    """Per clip, the highest smoothed keyword posterior in the detector's view: how close the clip comes
+    to firing the detector at any threshold (for a non-keyword clip, how hard a negative it is)."""
+    from .enginefile import as_engine_model
+    m = as_engine_model(bundle)
+    kw = np.array([i for i, l in enumerate(m.labels) if l not in NON_KEYWORDS])
+    out = np.zeros(len(waves), np.float32)
+    for i, sm in _detector_posteriors(m, waves, tail_s, seed, batch):
+        out[i] = sm[:, kw].max() if len(sm) and kw.size else 0.0
     return out
 
 

@@ -68,6 +68,7 @@ class TrainConfig:
     init: str = ""                 # start from this model file's weights (fine-tuning)
     threads: int = 1               # torch threads of the trainer; a second process makes the batches
     select_root: str = ""          # choose the best epoch on this root's validation accuracy (default: mean over roots)
+    hard_negatives: float = 0.0    # with init: _unknown_ clips sampled (1 + this * their keyword peak) times as often
     stream_pack: float = 0.0       # share of sequences packed like a live stream (words 0.08-1.5 s apart, one noise bed)
 
 
@@ -132,6 +133,15 @@ class BatchMaker:
         p = cw[clips.y] * w / np.maximum(per_class[clips.y], 1e-9)
         self.p = p / p.sum()
 
+    def boost(self, idx: np.ndarray, factor: np.ndarray) -> None:
+        """Sample clips `idx` `factor` times as often as now, keeping every class's total share."""
+        before = np.bincount(self.clips.y, weights=self.p, minlength=int(self.clips.y.max()) + 1)
+        p = self.p.copy()
+        p[idx] *= factor
+        after = np.bincount(self.clips.y, weights=p, minlength=before.size)
+        p *= before[self.clips.y] / np.maximum(after[self.clips.y], 1e-30)
+        self.p = p / p.sum()
+
     def packed(self, row: np.ndarray, n: int):
         """One stream-like sequence of n samples from the clips in `row`: each word trimmed to its speech
         span and placed 0.08-1.5 s after the previous one (runs of words, as people speak and as the
@@ -191,6 +201,27 @@ class BatchMaker:
             targets.append(frame_targets(spans, ys, sil, n_frames, self.fcfg, self.silence_idx, self.unknown_idx,
                                          (self.cfg.target_start, self.cfg.target_end)))
         return torch.from_numpy(wave), torch.from_numpy(np.stack(targets))
+
+
+def mine_hard_negatives(batches: BatchMaker, bundle, clips: ClipSet, unk: int, boost: float,
+                        progress: bool = True, chunk: int = 2048) -> np.ndarray:
+    """Hard-negative mining: score every training `_unknown_` clip with `bundle` in the detector's view
+    (`evaluate.keyword_peaks`) and sample it (1 + boost * peak) times as often, within `_unknown_`'s
+    unchanged share. The false alarms of real-voice streams are other words that look like keywords;
+    most `_unknown_` clips are easy, so the few near-misses get the updates. -> the peaks."""
+    from .evaluate import keyword_peaks
+    idx = np.flatnonzero((clips.y == unk) & ~clips.is_silence)
+    peaks = np.zeros(idx.size, np.float32)
+    for s in tqdm(range(0, idx.size, chunk), desc="mining hard negatives", unit="chunk", disable=not progress,
+                  file=sys.stderr):
+        w = clips.audio[idx[s:s + chunk]].astype(np.float32) / 32768.0
+        peaks[s:s + chunk] = keyword_peaks(bundle, w)
+    share = lambda: float(batches.p[idx[peaks >= 0.5]].sum() / max(batches.p[idx].sum(), 1e-30))
+    before = share()
+    batches.boost(idx, 1.0 + boost * peaks)
+    print(f"hard negatives: {int((peaks >= 0.5).sum())} of {idx.size} _unknown_ clips peak >= 0.5 "
+          f"(their share of _unknown_ samples {100 * before:.1f}% -> {100 * share():.1f}%)", file=sys.stderr)
+    return peaks
 
 
 def _produce(q, batches: BatchMaker, aug, mfcc, fill, steps: int, seed) -> None:
@@ -358,6 +389,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
             raise KwsError(f"--init {cfg.init}: its features differ from this run's: {diff}")
         model.load_state_dict(src.model.state_dict())
         print(f"initialised from {cfg.init}", file=sys.stderr)
+        if cfg.hard_negatives > 0 and unk >= 0:
+            mine_hard_negatives(batches, src, train_set, unk, cfg.hard_negatives, progress)
+    elif cfg.hard_negatives > 0:
+        raise KwsError("--hard-negatives needs --init MODEL: the model whose near-misses are mined")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch_clips = cfg.epoch_clips or len(train_set)
     steps = max(1, math.ceil(epoch_clips / (cfg.batch * cfg.seq_clips)))
@@ -472,6 +507,8 @@ PLAIN_OPTIONS = [  # (TrainConfig field, type, help)
     ("target_start", float, "a word's label starts this many seconds after its end (negative: inside it)"),
     ("target_end", float, "... and ends this many seconds after its end (or at the next word)"),
     ("pcen_time_s", float, "PCEN smoother time constant, seconds (--frontend pcen)"),
+    ("hard_negatives", float, "with --init: sample each _unknown_ clip (1 + this x its highest keyword "
+                              "posterior under the init model) times as often (0: off)"),
     ("stream_pack", float, "share of sequences packed like a live stream: words trimmed and placed "
                            "0.08-1.5 s apart over one noise bed (0: every clip in its own 1 s slot)"),
 ]

@@ -288,3 +288,46 @@ def test_stream_packed_sequences_place_whole_words_apart_over_one_noise_bed():
     # and the batch uses them: targets carry the packed words' labels
     wave_b, tgt = bm()
     assert wave_b.shape == (cfg.batch, 4 * SR) and set(np.unique(tgt.numpy())) >= {0, 2}
+
+
+def test_boost_keeps_class_shares_and_hard_negatives_need_init(tmp_path):
+    from types import SimpleNamespace
+    from kws.train import BatchMaker
+    labels = ["_silence_", "_unknown_", "yes"]
+    y = np.array([1] * 10 + [2] * 10)
+    bm = BatchMaker(SimpleNamespace(y=y, is_silence=np.zeros(20, bool)), np.zeros(20, int),
+                    TrainConfig(unknown_weight=2.0), labels, FeatureConfig(), None)
+    shares = np.bincount(y, weights=bm.p, minlength=3)
+    bm.boost(np.arange(10), np.array([10.0] + [1.0] * 9))
+    np.testing.assert_allclose(np.bincount(y, weights=bm.p, minlength=3), shares)
+    assert bm.p[0] == pytest.approx(10 * bm.p[1]) and bm.p[1] == pytest.approx(bm.p[9])
+    root = make_corpus(tmp_path / "c", speakers=6)
+    cfg = tiny_cfg(root, tmp_path / "run", epochs=1)
+    cfg.hard_negatives = 5.0
+    with pytest.raises(Exception, match="--hard-negatives needs --init"):
+        train(cfg, progress=False)
+
+
+def test_hard_negative_mining_boosts_the_unknown_clips_the_init_model_nearly_fires_on(tmp_path):
+    """A tiny model fine-tuned with --hard-negatives: the mined peaks come from the init model's
+    detector view, and the clips with higher peaks are sampled more often, in proportion."""
+    from kws.data.dataset import ClipSet
+    from kws.data.index import scan_root, select
+    from kws.train import BatchMaker, mine_hard_negatives
+    root = make_corpus(tmp_path / "c", speakers=20)
+    base = train(tiny_cfg(root, tmp_path / "base", epochs=2), progress=False)
+    src = load_bundle(base["model"])
+    labels = src.labels
+    items = select(scan_root(str(root)), labels, "training", unknown_pct=None, silence_pct=10, seed=1)
+    clips = ClipSet(items, labels, None, "t", progress=False)
+    cfg = TrainConfig(seq_clips=2)
+    bm = BatchMaker(clips, np.zeros(len(clips), int), cfg, labels, FeatureConfig(), None)
+    p0 = bm.p.copy()
+    unk = labels.index("_unknown_")
+    peaks = mine_hard_negatives(bm, src, clips, unk, boost=10.0, progress=False)
+    idx = np.flatnonzero((clips.y == unk) & ~clips.is_silence)
+    assert peaks.shape == idx.shape and np.all((0 <= peaks) & (peaks <= 1)) and np.ptp(peaks) > 0
+    ratio = bm.p[idx] / p0[idx]
+    np.testing.assert_allclose(ratio / ratio[0], (1 + 10 * peaks) / (1 + 10 * peaks[0]), rtol=1e-5)
+    np.testing.assert_allclose(bm.p[clips.y != unk], p0[clips.y != unk] * bm.p[clips.y != unk].sum()
+                               / p0[clips.y != unk].sum(), rtol=1e-6)
