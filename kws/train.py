@@ -27,7 +27,7 @@ from tqdm import tqdm
 from .audio import load
 from .data.augment import AugmentConfig, Augmenter
 from .data.dataset import CLIP, ClipSet
-from .data.index import SILENCE, UNKNOWN, background_files, parse_root, scan_root, select, summary, task_labels
+from .data.index import NON_KEYWORDS, SILENCE, UNKNOWN, background_files, parse_root, scan_root, select, summary, task_labels
 from .errors import KwsError
 from .features import FRONTENDS, MFCC, FeatureConfig
 from .model import GRUClassifier, ModelConfig, count_parameters
@@ -69,10 +69,14 @@ class TrainConfig:
     threads: int = 1               # torch threads of the trainer; a second process makes the batches
     select_root: str = ""          # choose the best epoch on this root's validation accuracy (default: mean over roots)
     hard_negatives: float = 0.0    # with init: _unknown_ clips sampled (1 + this * their keyword peak) times as often
+    reversed_negatives: float = 0.0   # share of keyword clips played backwards as `_unknown_` (real-voice negatives)
     stream_pack: float = 0.0       # share of sequences packed like a live stream (words 0.08-1.5 s apart, one noise bed)
 
 
 # ------------------------------------------------------------------ data
+
+REVERSE_EXCLUDE = ("no", "on")     # played backwards, each sounds like the other
+
 
 def root_label(spec: str) -> str:
     """Short name of a data root for reports: its folder name."""
@@ -132,6 +136,20 @@ class BatchMaker:
         per_class = np.bincount(clips.y, weights=w, minlength=len(labels))
         p = cw[clips.y] * w / np.maximum(per_class[clips.y], 1e-9)
         self.p = p / p.sum()
+        # keywords that can be played backwards as `_unknown_`: not no/on, each the other reversed
+        self.unk_label = labels.index(UNKNOWN) if UNKNOWN in labels else -1
+        self.reversible = np.array([l not in NON_KEYWORDS and l not in REVERSE_EXCLUDE for l in labels])
+
+    def take(self, i: int) -> tuple[np.ndarray, tuple[int, int], int, bool]:
+        """Clip i as (audio, speech span, label, is silence); with --reversed-negatives, a keyword clip
+        is sometimes played backwards and labelled `_unknown_`: the same real voices, vowels and channel
+        as the keywords, in an order no keyword has. Real non-keyword speech is the scarcest data here."""
+        x = self.clips.audio[i].astype(np.float32) / 32768.0
+        span, y, is_sil = tuple(self.clips.spans[i]), int(self.clips.y[i]), bool(self.clips.is_silence[i])
+        if (self.cfg.reversed_negatives > 0 and self.unk_label >= 0 and not is_sil and self.reversible[y]
+                and self.rng.random() < self.cfg.reversed_negatives):
+            x, span, y = x[::-1].copy(), (len(x) - span[1], len(x) - span[0]), self.unk_label
+        return x, span, y, is_sil
 
     def boost(self, idx: np.ndarray, factor: np.ndarray) -> None:
         """Sample clips `idx` `factor` times as often as now, keeping every class's total share."""
@@ -156,8 +174,7 @@ class BatchMaker:
             if self.clips.is_silence[i]:
                 t += int(rng.uniform(0.3, 1.0) * sr)
                 continue
-            x = self.clips.audio[i].astype(np.float32) / 32768.0
-            span = tuple(self.clips.spans[i])
+            x, span, y, _ = self.take(i)
             if self.aug is not None:
                 x, span = self.aug.wave(x, False, span, noise=False)
             a, e = span
@@ -167,7 +184,7 @@ class BatchMaker:
                 break
             wave[t:t + e - a] += x[a:e]
             spans.append((t, t + e - a))
-            ys.append(self.clips.y[i])
+            ys.append(y)
             sil.append(False)
             t += e - a + int(rng.uniform(0.08, 1.5) * sr)
         if self.aug is not None:
@@ -188,15 +205,12 @@ class BatchMaker:
                 continue
             spans, ys, sil = [], [], []
             for k in range(K):
-                i = idx[b, k]
-                x = self.clips.audio[i].astype(np.float32) / 32768.0
-                span = tuple(self.clips.spans[i])
-                is_sil = bool(self.clips.is_silence[i])
+                x, span, y, is_sil = self.take(idx[b, k])
                 if self.aug is not None:
                     x, span = self.aug.wave(x, is_sil, span)
                 wave[b, k * CLIP:(k + 1) * CLIP] = x
                 spans.append((span[0] + k * CLIP, span[1] + k * CLIP))
-                ys.append(self.clips.y[i])
+                ys.append(y)
                 sil.append(is_sil)
             targets.append(frame_targets(spans, ys, sil, n_frames, self.fcfg, self.silence_idx, self.unknown_idx,
                                          (self.cfg.target_start, self.cfg.target_end)))
@@ -509,6 +523,8 @@ PLAIN_OPTIONS = [  # (TrainConfig field, type, help)
     ("pcen_time_s", float, "PCEN smoother time constant, seconds (--frontend pcen)"),
     ("hard_negatives", float, "with --init: sample each _unknown_ clip (1 + this x its highest keyword "
                               "posterior under the init model) times as often (0: off)"),
+    ("reversed_negatives", float, "share of keyword clips (not no/on) played backwards and labelled "
+                                  "_unknown_: real-voice negatives (0: off)"),
     ("stream_pack", float, "share of sequences packed like a live stream: words trimmed and placed "
                            "0.08-1.5 s apart over one noise bed (0: every clip in its own 1 s slot)"),
 ]

@@ -331,3 +331,28 @@ def test_hard_negative_mining_boosts_the_unknown_clips_the_init_model_nearly_fir
     np.testing.assert_allclose(ratio / ratio[0], (1 + 10 * peaks) / (1 + 10 * peaks[0]), rtol=1e-5)
     np.testing.assert_allclose(bm.p[clips.y != unk], p0[clips.y != unk] * bm.p[clips.y != unk].sum()
                                / p0[clips.y != unk].sum(), rtol=1e-6)
+
+
+def test_reversed_negatives_play_keywords_backwards_as_unknown_never_no_or_on():
+    from types import SimpleNamespace
+    from kws.train import BatchMaker
+    labels = ["_silence_", "_unknown_", "yes", "no", "on"]
+    rng = np.random.default_rng(0)
+    audio = (rng.normal(0, 3000, (4, SR))).astype(np.int16)
+    spans = np.array([[1000, 9000], [2000, 5000], [100, 15000], [0, 16000]], np.int32)
+    y = np.array([2, 3, 4, 1])
+    clips = SimpleNamespace(y=y, is_silence=np.zeros(4, bool), audio=audio, spans=spans)
+    bm = BatchMaker(clips, np.zeros(4, int), TrainConfig(reversed_negatives=0.5), labels, FeatureConfig(), None)
+    got = {0: set(), 1: set(), 2: set(), 3: set()}
+    for _ in range(200):
+        for i in range(4):
+            x, span, lab, _ = bm.take(i)
+            got[i].add(lab)
+            if lab == 1 and i == 0:      # "yes" backwards: reversed audio, mirrored span
+                np.testing.assert_array_equal(x, audio[0, ::-1] / 32768.0)
+                assert span == (SR - 9000, SR - 1000)
+    assert got[0] == {1, 2}                  # yes: sometimes backwards as _unknown_
+    assert got[1] == {3} and got[2] == {4}   # no, on: never (each is the other backwards)
+    assert got[3] == {1}
+    off = BatchMaker(clips, np.zeros(4, int), TrainConfig(), labels, FeatureConfig(), None)
+    assert {off.take(0)[2] for _ in range(50)} == {2}
