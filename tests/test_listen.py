@@ -631,6 +631,8 @@ def _need_model():
         pytest.skip(f"shipped model {DEFAULT_MODEL} not there yet")
 
 
+C2_THRESHOLD = 0.88
+
 # espeak-ng's m7 variant is a voice family held out of the synthetic training corpus (its testing split)
 HELD_OUT_VOICE = "en-us+m7"
 
@@ -682,7 +684,12 @@ def test_e2e_shipped_model_hears_spoken_keywords(virtual_mic, tmp_path, capsys):
     wav = speak_wav(tmp_path / "words.wav")
     segs = word_segments(wav)
     assert len(segs) == len(WORDS), segs
-    proc, t_play = _live_run(virtual_mic, default_model_path(), wav)   # the run time's file (.npz): no torch
+    # The shipped threshold (0.94) is tuned on real voices at 2 false alarms/hour; this held-out TTS
+    # voice's "yes" peaks at 0.944-0.960 depending on where the 44.1 kHz stream's samples fall, so at
+    # 0.94 the test flickered (1 run in ~10). At 0.88 each word clears it by >= 0.06 and "stop"'s
+    # plateau stays >= 0.06 under it after the refractory second (no double report): this test is
+    # about the audio stack and timing, the model's calibration is measured in models/kws12_gru.md.
+    proc, t_play = _live_run(virtual_mic, default_model_path(), wav, extra=("--threshold", str(C2_THRESHOLD)))
     live = proc.detections()
     assert [d["label"] for d in live] == list(WORDS), (live, segs)
     lat = []
