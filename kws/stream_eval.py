@@ -325,28 +325,45 @@ def _parse_thresholds(s: str | None) -> np.ndarray:
     return thr
 
 
+def _stream_set(data: Path, ground_truth: str | None, prefix: str = ""):
+    """One --data folder (or file): -> ([(name, audio path)], base, ground-truth path, occurrences), names
+    and the occurrences' files prefixed by `prefix` so several folders can be scored as one set."""
+    if not data.exists():
+        raise EvalError(f"no such file or directory: {data}")
+    gt_path = Path(ground_truth) if ground_truth else (data / GROUND_TRUTH if data.is_dir() else None)
+    if gt_path is None or not gt_path.exists():
+        raise EvalError(f"ground truth not found: {gt_path or data} (a CSV file,label,start,end; "
+                        "see data_scripts/make_stream_benchmark.py)")
+    base = data if data.is_dir() else data.parent
+    files = [data] if data.is_file() else sorted(f for f in data.iterdir() if is_audio(f))
+    if not files:
+        raise EvalError(f"no audio files in {data}")
+    named = [(prefix + (str(w.relative_to(base)) if w.is_relative_to(base) else str(w)), w) for w in files]
+    occ = read_ground_truth(gt_path)
+    if prefix:
+        occ = [replace(o, file=prefix + o.file) for o in occ]
+    return named, base, gt_path, occ
+
+
 def cmd_eval_stream(args) -> int:
     from rich.console import Console
     from rich.table import Table
     from .progress import progress as tqdm
     from .audio import AudioError, info
     from .stream import KeywordSpotter
-    data = Path(args.data)
-    if not data.exists():
-        raise EvalError(f"no such file or directory: {data}")
-    gt_path = Path(args.ground_truth) if args.ground_truth else (data / GROUND_TRUTH if data.is_dir() else None)
-    if gt_path is None or not gt_path.exists():
-        raise EvalError(f"ground truth not found: {gt_path or data} (a CSV file,label,start,end; "
-                        "see data_scripts/make_stream_benchmark.py)")
+    datas = [Path(d) for d in (args.data if isinstance(args.data, (list, tuple)) else [args.data])]
+    if args.ground_truth and len(datas) > 1:
+        raise EvalError("--ground-truth applies to one --data folder; give each folder its own "
+                        f"{GROUND_TRUTH}")
     thresholds = _parse_thresholds(args.thresholds)
+    sets = [_stream_set(d, args.ground_truth, prefix=f"{d}/" if len(datas) > 1 else "") for d in datas]
+    data = datas[0] if len(datas) == 1 else " + ".join(map(str, datas))
+    gt_path = sets[0][2] if len(datas) == 1 else " + ".join(str(s[2]) for s in sets)
     bundle = _load_bundle(args.model)
     labels = bundle.labels
     keywords = [l for l in labels if l not in NON_KEYWORDS]
-    base = data if data.is_dir() else data.parent
-    wavs = [data] if data.is_file() else sorted(f for f in data.iterdir() if is_audio(f))
-    if not wavs:
-        raise EvalError(f"no audio files in {data}")
-    all_occ = read_ground_truth(gt_path)
+    wavs = [(name, w) for ws, _, _, _ in sets for name, w in ws]
+    all_occ = [o for _, _, _, occ in sets for o in occ]
     foreign = sorted({o.label for o in all_occ if o.label not in labels and o.label not in NON_KEYWORDS})
     if foreign:
         _warn(f"ground-truth labels not in the model, ignored as targets: {', '.join(foreign)}")
@@ -359,9 +376,8 @@ def cmd_eval_stream(args) -> int:
     spotter = KeywordSpotter(bundle)
     cfg = spotter.cfg
     posts, seconds, skipped = {}, 0.0, 0
-    for w in tqdm(wavs, desc="streaming", unit="file", disable=args.quiet or len(wavs) < 2, file=sys.stderr,
-                  leave=False):
-        name = str(w.relative_to(base)) if w.is_relative_to(base) else str(w)
+    for name, w in tqdm(wavs, desc="streaming", unit="file", disable=args.quiet or len(wavs) < 2, file=sys.stderr,
+                        leave=False):
         try:
             sr, _ch, frames = info(w)
             posts[name] = stream_posteriors(bundle, w)
@@ -481,7 +497,9 @@ def add_parser(sub) -> None:
                        description="Run the detector over long recordings with ground truth, sweep the "
                                    "threshold and report FRR, FA/h, wrong labels and latency.")
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")
-    p.add_argument("--data", required=True, metavar="DIR", help=f"folder of WAVs with {GROUND_TRUTH}")
+    p.add_argument("--data", required=True, nargs="+", metavar="DIR",
+                   help=f"folder of WAVs with {GROUND_TRUTH}; several folders are scored as one set (their "
+                        "hours, keywords and false alarms pooled)")
     p.add_argument("--ground-truth", default=None, metavar="CSV", help=f"default DIR/{GROUND_TRUTH}")
     p.add_argument("--thresholds", default=None,
                    help="START:STOP:STEP or a comma list (default 0.30:0.94:0.01, then 0.950:0.998:0.002)")

@@ -529,6 +529,40 @@ def test_eval_stream_cli(capsys, tmp_path, model_path, bundle):
     assert_one_line_error(rc, err)
 
 
+def test_eval_stream_pools_several_folders_as_one_set(capsys, tmp_path, model_path):
+    """--data A B: hours, keywords, hits and false alarms add up at every threshold, and files of the
+    same name in two folders stay apart."""
+    def folder(name, seed, rows):
+        d = tmp_path / name
+        write(d / "s0.wav", speech_like(12.0, seed=seed))
+        with open(d / "ground_truth.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["file", "label", "start", "end"])
+            w.writerows(rows)
+        return d
+    a = folder("a", 21, [["s0.wav", "yes", 2.0, 2.5], ["s0.wav", "no", 6.0, 6.5]])
+    b = folder("b", 22, [["s0.wav", "yes", 3.0, 3.4]])
+    reports = {}
+    for key, dirs in (("a", [a]), ("b", [b]), ("ab", [a, b])):
+        js = tmp_path / f"{key}.json"
+        rc, _, err = run(capsys, "eval-stream", "--model", model_path, "--data", *dirs, "--thresholds",
+                         "0.05:0.95:0.05", "--json", js, "--quiet")
+        assert rc == 0, err
+        reports[key] = json.loads(js.read_text())
+    ra, rb, rab = reports["a"], reports["b"], reports["ab"]
+    assert rab["files"] == 2 and rab["occurrences"] == 3
+    assert rab["hours"] == pytest.approx(ra["hours"] + rb["hours"], abs=2e-6)   # rounded to 6 places
+    for x, y, z in zip(ra["sweep"], rb["sweep"], rab["sweep"]):
+        assert z["threshold"] == x["threshold"] == y["threshold"]
+        assert (z["hits"], z["false_alarms"], z["detections"]) == (x["hits"] + y["hits"],
+                                                                  x["false_alarms"] + y["false_alarms"],
+                                                                  x["detections"] + y["detections"])
+    assert any(r["detections"] for r in rab["sweep"])
+    rc, _, err = run(capsys, "eval-stream", "--model", model_path, "--data", a, b, "--ground-truth",
+                     a / "ground_truth.csv")
+    assert_one_line_error(rc, err)
+
+
 def test_stream_posteriors_match_whole_file(tmp_path, bundle):
     y = speech_like(3.0, seed=9)
     f = write(tmp_path / "x.wav", y, subtype="FLOAT")
