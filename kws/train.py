@@ -353,6 +353,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         raise KwsError(f"--weights has {len(cfg.weights)} values for {len(cfg.data)} data roots")
     if not cfg.target_start < cfg.target_end:
         raise KwsError(f"--target-start ({cfg.target_start:g} s) must be before --target-end ({cfg.target_end:g} s)")
+    for name in ("stream_pack", "reversed_negatives"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise KwsError(f"--{name.replace('_', '-')} is a share: between 0 and 1 (got {getattr(cfg, name):g})")
+    if cfg.hard_negatives < 0:
+        raise KwsError(f"--hard-negatives must be >= 0 (got {cfg.hard_negatives:g})")
     if cfg.frontend not in FRONTENDS:
         raise KwsError(f"--frontend {cfg.frontend!r}: choose one of {', '.join(FRONTENDS)}")
     labels = task_labels(cfg.task, cfg.words or None)

@@ -306,6 +306,13 @@ def test_boost_keeps_class_shares_and_hard_negatives_need_init(tmp_path):
     cfg.hard_negatives = 5.0
     with pytest.raises(Exception, match="--hard-negatives needs --init"):
         train(cfg, progress=False)
+    for field, value, msg in (("stream_pack", 1.5, "--stream-pack is a share"),
+                              ("reversed_negatives", -0.1, "--reversed-negatives is a share"),
+                              ("hard_negatives", -1.0, "--hard-negatives must be >= 0")):
+        cfg = tiny_cfg(root, tmp_path / "run", epochs=1)
+        setattr(cfg, field, value)
+        with pytest.raises(Exception, match=msg):
+            train(cfg, progress=False)
 
 
 def test_hard_negative_mining_boosts_the_unknown_clips_the_init_model_nearly_fires_on(tmp_path):
