@@ -326,7 +326,7 @@ def _parse_thresholds(s: str | None) -> np.ndarray:
 
 
 def _stream_set(data: Path, ground_truth: str | None, prefix: str = ""):
-    """One --data folder (or file): -> ([(name, audio path)], base, ground-truth path, occurrences), names
+    """One --data folder (or file): -> ([(name, audio path)], ground-truth path, occurrences), names
     and the occurrences' files prefixed by `prefix` so several folders can be scored as one set."""
     if not data.exists():
         raise EvalError(f"no such file or directory: {data}")
@@ -342,7 +342,7 @@ def _stream_set(data: Path, ground_truth: str | None, prefix: str = ""):
     occ = read_ground_truth(gt_path)
     if prefix:
         occ = [replace(o, file=prefix + o.file) for o in occ]
-    return named, base, gt_path, occ
+    return named, gt_path, occ
 
 
 def cmd_eval_stream(args) -> int:
@@ -351,19 +351,19 @@ def cmd_eval_stream(args) -> int:
     from .progress import progress as tqdm
     from .audio import AudioError, info
     from .stream import KeywordSpotter
-    datas = [Path(d) for d in (args.data if isinstance(args.data, (list, tuple)) else [args.data])]
+    datas = [Path(d) for d in args.data]
     if args.ground_truth and len(datas) > 1:
         raise EvalError("--ground-truth applies to one --data folder; give each folder its own "
                         f"{GROUND_TRUTH}")
     thresholds = _parse_thresholds(args.thresholds)
     sets = [_stream_set(d, args.ground_truth, prefix=f"{d}/" if len(datas) > 1 else "") for d in datas]
     data = datas[0] if len(datas) == 1 else " + ".join(map(str, datas))
-    gt_path = sets[0][2] if len(datas) == 1 else " + ".join(str(s[2]) for s in sets)
+    gt_path = sets[0][1] if len(datas) == 1 else " + ".join(str(s[1]) for s in sets)
     bundle = _load_bundle(args.model)
     labels = bundle.labels
     keywords = [l for l in labels if l not in NON_KEYWORDS]
-    wavs = [(name, w) for ws, _, _, _ in sets for name, w in ws]
-    all_occ = [o for _, _, _, occ in sets for o in occ]
+    wavs = [(name, w) for ws, _, _ in sets for name, w in ws]
+    all_occ = [o for _, _, occ in sets for o in occ]
     foreign = sorted({o.label for o in all_occ if o.label not in labels and o.label not in NON_KEYWORDS})
     if foreign:
         _warn(f"ground-truth labels not in the model, ignored as targets: {', '.join(foreign)}")
