@@ -191,6 +191,21 @@ class BatchMaker:
             wave = self.aug.noise_bed(wave)
         return wave, spans, ys, sil
 
+    def slotted(self, row: np.ndarray):
+        """One sequence of the clips in `row`, each in its own 1 s slot, back to back (the default).
+        -> (wave, spans, labels, silent flags), as `packed`."""
+        wave = np.zeros(len(row) * CLIP, np.float32)
+        spans, ys, sil = [], [], []
+        for k, i in enumerate(row):
+            x, span, y, is_sil = self.take(i)
+            if self.aug is not None:
+                x, span = self.aug.wave(x, is_sil, span)
+            wave[k * CLIP:(k + 1) * CLIP] = x
+            spans.append((span[0] + k * CLIP, span[1] + k * CLIP))
+            ys.append(y)
+            sil.append(is_sil)
+        return wave, spans, ys, sil
+
     def __call__(self):
         B, K = self.cfg.batch, self.cfg.seq_clips
         idx = self.rng.choice(len(self.clips), size=(B, K), p=self.p)
@@ -198,20 +213,8 @@ class BatchMaker:
         targets = []
         n_frames = (K * CLIP - self.fcfg.n_fft) // self.fcfg.hop + 1
         for b in range(B):
-            if self.cfg.stream_pack > 0 and self.rng.random() < self.cfg.stream_pack:
-                wave[b], spans, ys, sil = self.packed(idx[b], K * CLIP)
-                targets.append(frame_targets(spans, ys, sil, n_frames, self.fcfg, self.silence_idx,
-                                             self.unknown_idx, (self.cfg.target_start, self.cfg.target_end)))
-                continue
-            spans, ys, sil = [], [], []
-            for k in range(K):
-                x, span, y, is_sil = self.take(idx[b, k])
-                if self.aug is not None:
-                    x, span = self.aug.wave(x, is_sil, span)
-                wave[b, k * CLIP:(k + 1) * CLIP] = x
-                spans.append((span[0] + k * CLIP, span[1] + k * CLIP))
-                ys.append(y)
-                sil.append(is_sil)
+            pack = self.cfg.stream_pack > 0 and self.rng.random() < self.cfg.stream_pack
+            wave[b], spans, ys, sil = self.packed(idx[b], K * CLIP) if pack else self.slotted(idx[b])
             targets.append(frame_targets(spans, ys, sil, n_frames, self.fcfg, self.silence_idx, self.unknown_idx,
                                          (self.cfg.target_start, self.cfg.target_end)))
         return torch.from_numpy(wave), torch.from_numpy(np.stack(targets))
@@ -223,13 +226,15 @@ def mine_hard_negatives(batches: BatchMaker, bundle, clips: ClipSet, unk: int, b
     (`evaluate.keyword_peaks`) and sample it (1 + boost * peak) times as often, within `_unknown_`'s
     unchanged share. The false alarms of real-voice streams are other words that look like keywords;
     most `_unknown_` clips are easy, so the few near-misses get the updates. -> the peaks."""
+    from .enginefile import as_engine_model
     from .evaluate import keyword_peaks
+    engine = as_engine_model(bundle)              # converted once, not once per chunk
     idx = np.flatnonzero((clips.y == unk) & ~clips.is_silence)
     peaks = np.zeros(idx.size, np.float32)
     for s in tqdm(range(0, idx.size, chunk), desc="mining hard negatives", unit="chunk", disable=not progress,
                   file=sys.stderr):
         w = clips.audio[idx[s:s + chunk]].astype(np.float32) / 32768.0
-        peaks[s:s + chunk] = keyword_peaks(bundle, w)
+        peaks[s:s + chunk] = keyword_peaks(engine, w)
     share = lambda: float(batches.p[idx[peaks >= 0.5]].sum() / max(batches.p[idx].sum(), 1e-30))
     before = share()
     batches.boost(idx, 1.0 + boost * peaks)

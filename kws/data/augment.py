@@ -67,6 +67,11 @@ def shift(x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def noise_at_snr(noise: np.ndarray, signal_power: float, snr_db: float) -> np.ndarray:
+    """`noise` scaled so that signal_power / its power is snr_db."""
+    return noise * np.sqrt(signal_power / (np.mean(noise ** 2) + 1e-10) / 10 ** (snr_db / 10))
+
+
 def synthetic_rir(rng: np.random.Generator, sr: int = 16000) -> np.ndarray:
     """Exponentially decaying noise tail with a direct path: RT60 0.15-0.9 s, random direct/reverb ratio."""
     rt60 = rng.uniform(0.15, 0.9)
@@ -137,10 +142,7 @@ class Augmenter:
             elif rng.random() < 0.5:
                 x = x + noise * rng.uniform(0, c.noise_volume)
             else:
-                p_sig = np.mean(x ** 2) + 1e-10
-                p_noise = np.mean(noise ** 2) + 1e-10
-                snr = rng.uniform(*c.snr_db)
-                x = x + noise * np.sqrt(p_sig / p_noise / 10 ** (snr / 10))
+                x = x + noise_at_snr(noise, np.mean(x ** 2) + 1e-10, rng.uniform(*c.snr_db))
         if self.babble is not None and not is_silence and rng.random() < c.babble_prob:
             b = self.babble[rng.integers(len(self.babble))].astype(np.float32) / 32768.0
             x = x + shift(b, int(rng.integers(-n // 2, n // 2))) * rng.uniform(0.05, 0.3)
@@ -152,12 +154,9 @@ class Augmenter:
         c, rng, n = self.cfg, self.rng, len(speech)
         if not self.noises or rng.random() >= c.noise_prob:
             return speech
-        noise = self.noise_window(n)
         active = speech[np.abs(speech) > 1e-4]
         p_sig = float(np.mean(active ** 2)) if active.size else 1e-10
-        p_noise = float(np.mean(noise ** 2)) + 1e-10
-        snr = rng.uniform(*c.snr_db)
-        return np.clip(speech + noise * np.sqrt(p_sig / p_noise / 10 ** (snr / 10)), -1.0, 1.0)
+        return np.clip(speech + noise_at_snr(self.noise_window(n), p_sig, rng.uniform(*c.snr_db)), -1.0, 1.0)
 
     def features(self, mfcc, wave: torch.Tensor) -> torch.Tensor:
         """[B, N] -> [B, T, F] with a random VTLP warp and spectral tilt per sequence: both are folded
