@@ -134,15 +134,17 @@ class Streams:
     refractory: int
     frame_time: Callable[[int], float]
     hours: float
+    words: dict = field(default_factory=dict)   # file name -> every ground-truth row, other words too
 
     @classmethod
     def build(cls, files: dict, occs: dict, labels: list[str], smooth: int, refractory: int, frame_time,
-              hours: float) -> "Streams":
-        """files: name -> raw posteriors [T, C]; occs: name -> keyword occurrences."""
+              hours: float, words: dict | None = None) -> "Streams":
+        """files: name -> raw posteriors [T, C]; occs: name -> keyword occurrences; words: name -> all
+        ground-truth rows (non-keywords too), only to say what each false alarm fell on."""
         kw_idx = np.array([i for i, l in enumerate(labels) if l not in NON_KEYWORDS])
         sm = {name: smooth_posteriors(post, smooth)[:, kw_idx] if len(post) else np.zeros((0, len(kw_idx)))
               for name, post in files.items()}
-        return cls(sm, occs, labels, kw_idx, refractory, frame_time, hours)
+        return cls(sm, occs, labels, kw_idx, refractory, frame_time, hours, words or {})
 
     def detections(self, thr: np.ndarray) -> dict:
         """file name -> the detector's (time, label) list at thresholds thr (one per keyword)."""
@@ -163,6 +165,24 @@ class Streams:
             hit = {o for _, o in match_detections(per_file.get(name, []), occ)[0]}
             out[name] = [i not in hit for i in range(len(occ))]
         return out
+
+    def false_alarm_sources(self, thr: np.ndarray) -> list[dict]:
+        """What was said under each false alarm at thresholds thr: the latest-starting ground-truth row
+        with start <= time <= end + MATCH_AFTER_END_S (its `word` column, else its label; "(no word)" for
+        noise or silence). A keyword heard as another shows as e.g. "down" on "no", a repeat as "yes" on
+        "yes". -> [{"label", "on", "count"}], most frequent first. Tells which words to train against."""
+        count: dict = {}
+        for name, dets in self.detections(thr).items():
+            _, fa, _ = match_detections(dets, self.occs.get(name, []))
+            rows = self.words.get(name, [])
+            for di in fa:
+                t, lab = dets[di]
+                under = [o for o in rows if o.start <= t <= o.end + MATCH_AFTER_END_S]
+                o = max(under, key=lambda o: o.start) if under else None
+                on = "(no word)" if o is None else (o.extra.get("word") or o.label)
+                count[lab, on] = count.get((lab, on), 0) + 1
+        return [{"label": lab, "on": on, "count": c}
+                for (lab, on), c in sorted(count.items(), key=lambda kv: (-kv[1], kv[0]))]
 
     def sweep(self, thresholds) -> list[dict]:
         """One row per threshold, the same for every keyword."""
@@ -394,7 +414,11 @@ def cmd_eval_stream(args) -> int:
         for m in missing:
             occs.pop(m)
     hours = seconds / 3600.0
-    streams = Streams.build(posts, occs, labels, spotter.smooth, spotter.refractory, spotter.frame_time, hours)
+    words: dict[str, list[Occurrence]] = {}
+    for o in all_occ:
+        words.setdefault(o.file, []).append(o)
+    streams = Streams.build(posts, occs, labels, spotter.smooth, spotter.refractory, spotter.frame_time, hours,
+                            words)
     rows = streams.sweep(thresholds)
     op = operating_point(rows, args.max_fa)
     own_thr = spotter.label_thresholds[streams.kw_idx]
@@ -449,6 +473,12 @@ def cmd_eval_stream(args) -> int:
     if by_snr:
         console.print(f"FRR by SNR at threshold {fmt_thr(op['threshold'])}: " + ", ".join(
             f"{b} dB {100 * v['frr']:.1f}% ({v['misses']}/{v['keywords']})" for b, v in by_snr.items()))
+    fa_on = None if op is None else streams.false_alarm_sources(np.full(len(streams.kw_idx), op["threshold"]))
+    if fa_on:
+        top = ", ".join(f"{r['label']} on {r['on']} {r['count']}" for r in fa_on[:8])
+        more = sum(r["count"] for r in fa_on[8:])
+        console.print(f"false alarms at threshold {fmt_thr(op['threshold'])}, by what was said under them: {top}"
+                      + (f", {more} more" if more else ""))
     budgets = {f"{b:g}": operating_point(rows, b) for b in FA_BUDGETS}
     console.print("FRR at ≤ " + ", ≤ ".join(
         f"{b} FA/h: " + ("none" if o is None else f"{100 * o['frr']:.1f}% (thr {fmt_thr(o['threshold'])})")
@@ -462,6 +492,7 @@ def cmd_eval_stream(args) -> int:
                           f"{MATCH_AFTER_END_S} s",
               "max_fa_per_hour": args.max_fa, "operating_point": op, "default": d_row, "model_setting": own,
               "per_label": tuned, "at_fa_budgets": budgets, "frr_by_snr_at_operating_point": by_snr,
+              "false_alarms_at_operating_point": fa_on,
               "sweep": rows}
     if args.save_model:
         from .enginefile import save_model

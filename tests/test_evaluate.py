@@ -666,3 +666,28 @@ def test_frr_by_snr_counts_each_band_at_a_threshold():
     no_snr = Streams({"a.wav": sm}, {"a.wav": [Occurrence("a.wav", "yes", 0.9, 1.05)]}, labels, np.array([2, 3]),
                      50, lambda t: t / 100, 1 / 720)
     assert frr_by_snr(no_snr, np.full(2, 0.5)) is None
+
+
+def test_false_alarm_sources_name_the_word_under_each_false_alarm():
+    """kws eval-stream says what fired on what: a keyword heard on another word, on a keyword it is not,
+    twice on one keyword, and on nothing at all; a hit is never listed."""
+    from kws.stream_eval import Occurrence, Streams
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    sm = np.zeros((800, 2), np.float32)           # smoothed (yes, no), 1 frame = 10 ms
+    sm[100, 0] = 0.9                              # yes at 1.0 s on the keyword yes: a hit
+    sm[160, 0] = 0.9                              # yes at 1.6 s, after the refractory time: a repeat on it
+    sm[300, 0] = 0.9                              # yes at 3.0 s on the bait word "cat"
+    sm[400, 1] = 0.9                              # no at 4.0 s on the keyword yes: a confusion
+    sm[700, 0] = 0.9                              # yes at 7.0 s on nothing
+    kw = [Occurrence("a.wav", "yes", 0.6, 1.0, {"word": "yes"}), Occurrence("a.wav", "yes", 3.6, 4.0, {"word": "yes"})]
+    bait = [Occurrence("a.wav", "_unknown_", 2.5, 2.9, {"word": "cat"})]
+    st = Streams({"a.wav": sm}, {"a.wav": kw}, labels, np.array([2, 3]), 50, lambda t: t / 100, 1 / 720,
+                 {"a.wav": sorted(kw + bait, key=lambda o: o.start)})
+    got = st.false_alarm_sources(np.full(2, 0.5))
+    assert {(r["label"], r["on"]): r["count"] for r in got} == {
+        ("yes", "yes"): 1, ("yes", "cat"): 1, ("no", "yes"): 1, ("yes", "(no word)"): 1}
+    assert sum(r["count"] for r in got) == st.score(np.full(2, 0.5))["false_alarms"]
+    assert st.false_alarm_sources(np.full(2, 0.95)) == []
+    # without the other words' rows, a false alarm on a non-keyword falls back to "no word"
+    bare = Streams({"a.wav": sm}, {"a.wav": kw}, labels, np.array([2, 3]), 50, lambda t: t / 100, 1 / 720)
+    assert {(r["label"], r["on"]) for r in bare.false_alarm_sources(np.full(2, 0.5))} >= {("yes", "(no word)")}
