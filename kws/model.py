@@ -29,13 +29,18 @@ class GRUClassifier(nn.Module):
     def initial_state(self, batch: int = 1) -> torch.Tensor:
         return torch.zeros(self.cfg.layers, batch, self.cfg.hidden)
 
+    def hidden_all(self, frames: torch.Tensor, state: torch.Tensor | None = None):
+        """frames [B, T, F] -> (top GRU layer's outputs [B, T // stack, H], final state [L, B, H]): what the
+        head reads (a trainer's auxiliary heads read it too)."""
+        x = arith.normalize_stack(frames, self.feat_mean, self.feat_std, self.cfg.stack)
+        return self.gru(x, state)
+
     def forward_all(self, frames: torch.Tensor, state: torch.Tensor | None = None):
         """frames [B, T, F] -> (logits [B, T // stack, C], final state [L, B, H]).
 
         Output j sees input frames up to j * stack + stack - 1; a trailing partial group is dropped
         (the streaming detector keeps it for the next chunk)."""
-        x = arith.normalize_stack(frames, self.feat_mean, self.feat_std, self.cfg.stack)
-        h, state = self.gru(x, state)
+        h, state = self.hidden_all(frames, state)
         return self.head(self.drop(h)), state
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:

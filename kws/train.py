@@ -71,11 +71,20 @@ class TrainConfig:
     hard_negatives: float = 0.0    # with init: _unknown_ clips sampled (1 + this * their keyword peak) times as often
     reversed_negatives: float = 0.0   # share of keyword clips played backwards as `_unknown_` (real-voice negatives)
     stream_pack: float = 0.0       # share of sequences packed like a live stream (words 0.08-1.5 s apart, one noise bed)
+    word_aux: float = 0.0          # weight of an auxiliary loss naming each word (training only; 0: off)
 
 
 # ------------------------------------------------------------------ data
 
 REVERSE_EXCLUDE = ("no", "on")     # played backwards, each sounds like the other
+WORD_AUX_MIN_CLIPS = 20            # words with fewer training clips get no auxiliary target
+
+
+def word_vocabulary(items, min_clips: int = WORD_AUX_MIN_CLIPS) -> list[str]:
+    """The words the auxiliary head names: every spoken word with >= min_clips training clips, sorted."""
+    from collections import Counter
+    n = Counter(it.word for it in items if it.path is not None and it.label != SILENCE)
+    return sorted(w for w, c in n.items() if c >= min_clips)
 
 
 def root_label(spec: str) -> str:
@@ -139,6 +148,15 @@ class BatchMaker:
         # keywords that can be played backwards as `_unknown_`: not no/on, each the other reversed
         self.unk_label = labels.index(UNKNOWN) if UNKNOWN in labels else -1
         self.reversible = np.array([l not in NON_KEYWORDS and l not in REVERSE_EXCLUDE for l in labels])
+        # --word-aux: each clip's word as an index of the auxiliary head (-100: none, e.g. silence)
+        self.words = word_vocabulary(clips.items) if cfg.word_aux > 0 else []
+        wid = {w: i for i, w in enumerate(self.words)}
+        self.word_of = (np.array([wid.get(it.word, -100) if it.path is not None and it.label != SILENCE else -100
+                                  for it in clips.items], np.int64) if self.words else None)
+
+    def word_id(self, i: int, y: int) -> int:
+        """Auxiliary target of clip i as taken with label y (-100 when off, or played backwards)."""
+        return -100 if self.word_of is None or y != self.clips.y[i] else int(self.word_of[i])
 
     def take(self, i: int) -> tuple[np.ndarray, tuple[int, int], int, bool]:
         """Clip i as (audio, speech span, label, is silence); with --reversed-negatives, a keyword clip
@@ -165,10 +183,10 @@ class BatchMaker:
         span and placed 0.08-1.5 s after the previous one (runs of words, as people speak and as the
         stream benchmarks are built), silence clips becoming pauses, over one continuous noise bed.
         In the 1 s slots of `__call__` words are always ~0.5 s apart with the noise restarting per clip.
-        -> (wave, spans, labels, silent flags) of the words that fitted."""
+        -> (wave, spans, labels, silent flags, auxiliary word ids) of the words that fitted."""
         sr, rng = self.fcfg.sample_rate, self.rng
         wave = np.zeros(n, np.float32)
-        spans, ys, sil = [], [], []
+        spans, ys, sil, ws = [], [], [], []
         t = int(rng.uniform(0.0, 0.5) * sr)
         for i in row:
             if self.clips.is_silence[i]:
@@ -186,16 +204,17 @@ class BatchMaker:
             spans.append((t, t + e - a))
             ys.append(y)
             sil.append(False)
+            ws.append(self.word_id(i, y))
             t += e - a + int(rng.uniform(0.08, 1.5) * sr)
         if self.aug is not None:
             wave = self.aug.noise_bed(wave)
-        return wave, spans, ys, sil
+        return wave, spans, ys, sil, ws
 
     def slotted(self, row: np.ndarray):
         """One sequence of the clips in `row`, each in its own 1 s slot, back to back (the default).
-        -> (wave, spans, labels, silent flags), as `packed`."""
+        -> (wave, spans, labels, silent flags, auxiliary word ids), as `packed`."""
         wave = np.zeros(len(row) * CLIP, np.float32)
-        spans, ys, sil = [], [], []
+        spans, ys, sil, ws = [], [], [], []
         for k, i in enumerate(row):
             x, span, y, is_sil = self.take(i)
             if self.aug is not None:
@@ -204,20 +223,25 @@ class BatchMaker:
             spans.append((span[0] + k * CLIP, span[1] + k * CLIP))
             ys.append(y)
             sil.append(is_sil)
-        return wave, spans, ys, sil
+            ws.append(self.word_id(i, y))
+        return wave, spans, ys, sil, ws
 
     def __call__(self):
         B, K = self.cfg.batch, self.cfg.seq_clips
         idx = self.rng.choice(len(self.clips), size=(B, K), p=self.p)
         wave = np.zeros((B, K * CLIP), np.float32)
-        targets = []
+        targets, word_targets = [], []
         n_frames = (K * CLIP - self.fcfg.n_fft) // self.fcfg.hop + 1
+        window = (self.cfg.target_start, self.cfg.target_end)
         for b in range(B):
             pack = self.cfg.stream_pack > 0 and self.rng.random() < self.cfg.stream_pack
-            wave[b], spans, ys, sil = self.packed(idx[b], K * CLIP) if pack else self.slotted(idx[b])
+            wave[b], spans, ys, sil, ws = self.packed(idx[b], K * CLIP) if pack else self.slotted(idx[b])
             targets.append(frame_targets(spans, ys, sil, n_frames, self.fcfg, self.silence_idx, self.unknown_idx,
-                                         (self.cfg.target_start, self.cfg.target_end)))
-        return torch.from_numpy(wave), torch.from_numpy(np.stack(targets))
+                                         window))
+            if self.word_of is not None:     # the word's name on the frames that carry its label
+                word_targets.append(frame_targets(spans, ws, sil, n_frames, self.fcfg, -1, -1, window))
+        words = torch.from_numpy(np.stack(word_targets)) if word_targets else None
+        return torch.from_numpy(wave), torch.from_numpy(np.stack(targets)), words
 
 
 def mine_hard_negatives(batches: BatchMaker, bundle, clips: ClipSet, unk: int, boost: float,
@@ -250,11 +274,12 @@ def _produce(q, batches: BatchMaker, aug, mfcc, fill, steps: int, seed) -> None:
         aug.rng = np.random.default_rng((*seed, 1))
     with torch.no_grad():
         for _ in range(steps):
-            wave, tgt = batches()
+            wave, tgt, words = batches()
             feats = aug.features(mfcc, wave) if aug is not None else mfcc(wave)
             if aug is not None:
                 feats = aug.spec_augment(feats, fill)
-            q.put((feats.numpy(), tgt.numpy()))   # numpy: plain pickling, no torch shared-memory fds
+            # numpy: plain pickling, no torch shared-memory fds
+            q.put((feats.numpy(), tgt.numpy(), None if words is None else words.numpy()))
 
 
 class BatchFeed:
@@ -271,8 +296,9 @@ class BatchFeed:
     def get(self):
         while True:
             try:
-                feats, tgt = self.q.get(timeout=5)
-                return torch.from_numpy(feats), torch.from_numpy(tgt)
+                feats, tgt, words = self.q.get(timeout=5)
+                return (torch.from_numpy(feats), torch.from_numpy(tgt),
+                        None if words is None else torch.from_numpy(words))
             except Exception:
                 if not self.proc.is_alive():
                     raise RuntimeError(f"batch producer died (exit code {self.proc.exitcode}; out of memory?)") from None
@@ -361,8 +387,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
     for name in ("stream_pack", "reversed_negatives"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise KwsError(f"--{name.replace('_', '-')} is a share: between 0 and 1 (got {getattr(cfg, name):g})")
-    if cfg.hard_negatives < 0:
-        raise KwsError(f"--hard-negatives must be >= 0 (got {cfg.hard_negatives:g})")
+    for name in ("hard_negatives", "word_aux"):
+        if getattr(cfg, name) < 0:
+            raise KwsError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(cfg, name):g})")
     if cfg.frontend not in FRONTENDS:
         raise KwsError(f"--frontend {cfg.frontend!r}: choose one of {', '.join(FRONTENDS)}")
     labels = task_labels(cfg.task, cfg.words or None)
@@ -417,7 +444,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
             mine_hard_negatives(batches, src, train_set, unk, cfg.hard_negatives, progress)
     elif cfg.hard_negatives > 0:
         raise KwsError("--hard-negatives needs --init MODEL: the model whose near-misses are mined")
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # --word-aux: a second linear head names the word (yes, cat, bed, happy, ...) on the frames that carry
+    # its label, so the GRU must tell apart the words that `_unknown_` lumps together. Training only:
+    # the model file holds GRUClassifier alone, so the run time and its cost are unchanged.
+    word_head = None
+    if cfg.word_aux > 0:
+        if len(batches.words) < 2:
+            raise KwsError(f"--word-aux: fewer than 2 words with >= {WORD_AUX_MIN_CLIPS} training clips")
+        word_head = torch.nn.Linear(cfg.hidden, len(batches.words))
+        print(f"auxiliary word head: {len(batches.words)} words (weight {cfg.word_aux:g})", file=sys.stderr)
+    params = list(model.parameters()) + (list(word_head.parameters()) if word_head is not None else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch_clips = cfg.epoch_clips or len(train_set)
     steps = max(1, math.ceil(epoch_clips / (cfg.batch * cfg.seq_clips)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
@@ -434,7 +471,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.exists():
         c = torch.load(ckpt, weights_only=True)
+        if (word_head is not None) != ("word_head" in c):
+            raise KwsError(f"--resume: {ckpt} was trained with{'out' if word_head is not None else ''} --word-aux; "
+                           "resume with the same options")
         model.load_state_dict(c["model"]); opt.load_state_dict(c["opt"]); sched.load_state_dict(c["sched"])
+        if word_head is not None:
+            word_head.load_state_dict(c["word_head"])
         history, best, start_epoch = json.loads(c["history"]), c["best"], c["epoch"] + 1
         torch.set_rng_state(c["torch_rng"])
         print(f"resumed from {ckpt} after epoch {c['epoch'] + 1}", file=sys.stderr)
@@ -442,6 +484,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
           file=sys.stderr)
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
+        if word_head is not None:
+            word_head.train()
         t0, tot_loss, tot_ok, tot_n = time.time(), 0.0, 0, 0
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, file=sys.stderr,
                    mininterval=2.0)
@@ -449,14 +493,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         state = None   # each epoch starts afresh, so a resumed epoch replays exactly
         carry_rng = np.random.default_rng((cfg.seed, epoch, 7))
         for _ in bar:
-            feats, tgt = feed.get()
+            feats, tgt, words = feed.get()
             h0 = state if state is not None and carry_rng.random() < cfg.carry_prob else None
-            logits, hT = model.forward_all(feats, h0)
+            hidden, hT = model.hidden_all(feats, h0)
+            hidden = model.drop(hidden)
+            logits = model.head(hidden)
             state = hT.detach()
             s = model.cfg.stack
             tgt = tgt[:, s - 1::s]                     # target of output j: that of its last input frame
             T = min(logits.shape[1], tgt.shape[1])
             loss = F.cross_entropy(logits[:, :T].reshape(-1, len(labels)), tgt[:, :T].reshape(-1), ignore_index=-100)
+            if word_head is not None:
+                wt = words[:, s - 1::s][:, :T]
+                if (wt >= 0).any():
+                    loss = loss + cfg.word_aux * F.cross_entropy(
+                        word_head(hidden[:, :T]).reshape(-1, len(batches.words)), wt.reshape(-1), ignore_index=-100)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -504,7 +555,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         save_bundle(bundle, out / "last.pt")
         save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                                "epoch": epoch, "best": best, "history": json.dumps(history),
-                               "torch_rng": torch.get_rng_state()})
+                               "torch_rng": torch.get_rng_state(),
+                               **({"word_head": word_head.state_dict()} if word_head is not None else {})})
         with open(out / "metrics.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(history[0].keys()))
             w.writeheader(); w.writerows(history)
@@ -537,6 +589,8 @@ PLAIN_OPTIONS = [  # (TrainConfig field, type, help)
                                   "_unknown_: real-voice negatives (0: off)"),
     ("stream_pack", float, "share of sequences packed like a live stream: words trimmed and placed "
                            "0.08-1.5 s apart over one noise bed (0: every clip in its own 1 s slot)"),
+    ("word_aux", float, "weight of an auxiliary loss that names each word (cat, bed, yes...) on the frames "
+                        "that carry its label; training only, the model file is unchanged (0: off)"),
 ]
 
 

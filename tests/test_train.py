@@ -263,7 +263,7 @@ def test_stream_packed_sequences_place_whole_words_apart_over_one_noise_bed():
     bm = BatchMaker(clips, np.zeros(8, int), cfg, labels, fcfg, quiet)
     seen_pause = False
     for row in ([0, 1, 3, 2], [4, 5, 6, 7], [0, 2, 4, 1]):
-        wave, sp, ys, sil = bm.packed(np.array(row), 4 * SR)
+        wave, sp, ys, sil, _ = bm.packed(np.array(row), 4 * SR)
         kept = [i for i in row if y[i] != 0]
         assert ys == [y[i] for i in kept[:len(ys)]] and not any(sil) and len(ys) >= 2
         for (a, b), i in zip(sp, kept):
@@ -282,12 +282,13 @@ def test_stream_packed_sequences_place_whole_words_apart_over_one_noise_bed():
     noisy = Augmenter(AugmentConfig(noise_prob=1.0, snr_db=(10.0, 10.0), reverb_prob=0, clip_prob=0), fcfg,
                       noise, seed=0)
     bm = BatchMaker(clips, np.zeros(8, int), cfg, labels, fcfg, noisy)
-    wave, sp, ys, _ = bm.packed(np.array([0, 1, 2, 4]), 4 * SR)
+    wave, sp, ys, _, _ = bm.packed(np.array([0, 1, 2, 4]), 4 * SR)
     gap = wave[sp[0][1]:sp[1][0]]
     assert gap.size and 0.01 < np.sqrt(np.mean(gap ** 2))
     # and the batch uses them: targets carry the packed words' labels
-    wave_b, tgt = bm()
+    wave_b, tgt, words = bm()
     assert wave_b.shape == (cfg.batch, 4 * SR) and set(np.unique(tgt.numpy())) >= {0, 2}
+    assert words is None                                  # no --word-aux: no word targets
 
 
 def test_boost_keeps_class_shares_and_hard_negatives_need_init(tmp_path):
@@ -363,3 +364,61 @@ def test_reversed_negatives_play_keywords_backwards_as_unknown_never_no_or_on():
     assert got[3] == {1}
     off = BatchMaker(clips, np.zeros(4, int), TrainConfig(), labels, FeatureConfig(), None)
     assert {off.take(0)[2] for _ in range(50)} == {2}
+
+
+def test_word_aux_targets_name_each_word_on_the_frames_that_carry_its_label():
+    """--word-aux: the auxiliary target is the clip's word (two `_unknown_` words get two names) on
+    exactly the frames where the main target is its label; silence, rare words and keywords played
+    backwards get none."""
+    from types import SimpleNamespace
+    from kws.data.index import Item
+    from kws.train import BatchMaker, word_vocabulary
+    labels = ["_silence_", "_unknown_", "yes"]
+    words = ["yes"] * 20 + ["bed"] * 20 + ["cat"] * 20 + ["dog"] * 3 + ["_silence_"] * 5
+    y = np.array([2] * 20 + [1] * 43 + [0] * 5)
+    items = [Item(None if w == "_silence_" else f"{w}/{i}.wav", labels[k], w, f"s{i}", "training")
+             for i, (w, k) in enumerate(zip(words, y))]
+    assert word_vocabulary(items) == ["bed", "cat", "yes"]          # dog: 3 clips, under the minimum
+    rng = np.random.default_rng(0)
+    spans = np.tile(np.array([[4000, 10000]], np.int32), (len(y), 1))
+    class Clips(SimpleNamespace):
+        def __len__(self):
+            return len(self.y)
+    clips = Clips(y=y, is_silence=y == 0, audio=rng.normal(0, 3000, (len(y), SR)).astype(np.int16),
+                  spans=spans, items=items)
+    cfg = TrainConfig(word_aux=0.5, batch=8, seq_clips=4)
+    bm = BatchMaker(clips, np.zeros(len(y), int), cfg, labels, FeatureConfig(), None)
+    assert bm.words == ["bed", "cat", "yes"]
+    _, _, ys, _, ws = bm.slotted(np.array([0, 20, 40, 60]))
+    assert ws == [2, 0, 1, -100] and ys == [2, 1, 1, 1]               # yes, bed, cat; dog has no name
+    assert bm.word_id(63, 0) == -100                                  # silence
+    assert bm.word_id(0, 1) == -100                                   # "yes" taken backwards as _unknown_
+    for _ in range(3):
+        _, tgt, wt = bm()
+        assert wt.shape == tgt.shape
+        named = wt.numpy() >= 0
+        assert named.any() and set(np.unique(wt.numpy()[named])) <= {0, 1, 2}
+        assert (tgt.numpy()[named] > 0).all()                         # named frames carry a word's label
+        # a word's name and its label go together: yes (2) <-> label yes, bed/cat (0, 1) <-> _unknown_
+        np.testing.assert_array_equal(tgt.numpy()[named & (wt.numpy() == 2)], 2)
+        assert (tgt.numpy()[named & (wt.numpy() < 2)] == 1).all()
+
+
+def test_word_aux_trains_and_leaves_the_model_file_as_it_was(tmp_path):
+    """A tiny run with --word-aux learns as well as without, and its model files hold the classifier
+    alone (same keys and shapes as a plain run); the word head lives in the checkpoint, for --resume."""
+    import torch
+    from dataclasses import replace
+    root = make_corpus(tmp_path / "corpus")
+    r = train(replace(tiny_cfg(root, tmp_path / "aux"), word_aux=0.5), progress=False)
+    assert r["history"][-1]["val_acc"] > 0.6
+    plain = train(tiny_cfg(root, tmp_path / "plain", epochs=1), progress=False)
+    a, p = load_bundle(tmp_path / "aux" / "last.pt"), load_bundle(tmp_path / "plain" / "last.pt")
+    assert {k: v.shape for k, v in a.model.state_dict().items()} == {k: v.shape for k, v in p.model.state_dict().items()}
+    ck = torch.load(tmp_path / "aux" / "checkpoint.pt", weights_only=True)
+    assert ck["word_head"]["weight"].shape == (4, 32)                 # bed, no, up, yes
+    from kws.errors import KwsError
+    with pytest.raises(KwsError, match="word-aux"):
+        train(replace(tiny_cfg(root, tmp_path / "aux"), word_aux=-1.0), progress=False)
+    with pytest.raises(KwsError, match="trained without --word-aux"):
+        train(replace(tiny_cfg(root, tmp_path / "plain", epochs=2), word_aux=0.5), resume=True, progress=False)
