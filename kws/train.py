@@ -81,9 +81,10 @@ WORD_AUX_MIN_CLIPS = 20            # words with fewer training clips get no auxi
 
 
 def word_vocabulary(items, min_clips: int = WORD_AUX_MIN_CLIPS) -> list[str]:
-    """The words the auxiliary head names: every spoken word with >= min_clips training clips, sorted."""
+    """The words the auxiliary head names: every spoken word with >= min_clips training clips, sorted
+    (`_silence_` items, made from noise or a `_silence_` folder, carry the word `_silence_`: never named)."""
     from collections import Counter
-    n = Counter(it.word for it in items if it.path is not None and it.label != SILENCE)
+    n = Counter(it.word for it in items if it.word != SILENCE)
     return sorted(w for w, c in n.items() if c >= min_clips)
 
 
@@ -151,8 +152,7 @@ class BatchMaker:
         # --word-aux: each clip's word as an index of the auxiliary head (-100: none, e.g. silence)
         self.words = word_vocabulary(clips.items) if cfg.word_aux > 0 else []
         wid = {w: i for i, w in enumerate(self.words)}
-        self.word_of = (np.array([wid.get(it.word, -100) if it.path is not None and it.label != SILENCE else -100
-                                  for it in clips.items], np.int64) if self.words else None)
+        self.word_of = np.array([wid.get(it.word, -100) for it in clips.items], np.int64) if self.words else None
 
     def word_id(self, i: int, y: int) -> int:
         """Auxiliary target of clip i as taken with label y (-100 when off, or played backwards)."""
@@ -484,8 +484,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
           file=sys.stderr)
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        if word_head is not None:
-            word_head.train()
         t0, tot_loss, tot_ok, tot_n = time.time(), 0.0, 0, 0
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, file=sys.stderr,
                    mininterval=2.0)
