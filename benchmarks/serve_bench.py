@@ -323,7 +323,7 @@ def main() -> None:
     if args.server_cpu is not None and len(cores) > 1:        # clients off the server's core
         os.sched_setaffinity(0, [c for c in cores if c != args.server_cpu] or cores)
     from test_serve import spoken_clips
-    from kws.modelfile import DEFAULT_MODEL
+    from kws.training.modelfile import DEFAULT_MODEL
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         clips = spoken_clips(tmp)

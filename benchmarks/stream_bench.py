@@ -93,7 +93,7 @@ def main() -> None:
     import torch
     torch.set_num_threads(1)
     from conftest import speech_like
-    from kws.modelfile import DEFAULT_MODEL, load_bundle
+    from kws.training.modelfile import DEFAULT_MODEL, load_bundle
     from kws.stream import KeywordSpotter
     bundle = load_bundle(args.model or DEFAULT_MODEL)
     from kws.enginefile import from_bundle

@@ -25,8 +25,8 @@ COMMANDS = {
     "detect": "kws.evaluate",
     "eval": "kws.evaluate",
     "eval-stream": "kws.stream_eval",
-    "train": "kws.train",
-    "export": "kws.export",
+    "train": "kws.training.train",
+    "export": "kws.training.export",
     "serve": "kws.serve",
 }
 # one-line help of each command: the modules' parsers use these, and `kws --help` lists them without

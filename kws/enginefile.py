@@ -21,7 +21,7 @@ from .config import ModelConfig
 from .engine import Engine
 from .errors import first_line
 from .features import FeatureConfig
-from .modelfile import DEFAULT_MODEL, READS_VERSIONS, ModelFileError, format_version
+from .training.modelfile import DEFAULT_MODEL, READS_VERSIONS, ModelFileError, format_version
 
 FORMAT = "kws-engine"
 FORMAT_VERSION = 2          # as the .pt's (modelfile.format_version: 1 for log mel, 2 for PCEN)
@@ -149,7 +149,7 @@ def load_model(path: str | Path | None = None) -> EngineModel:
     except ModuleNotFoundError:
         raise ModelFileError(f"{path} is a torch model file; reading it needs torch ({TORCH_HINT}), or convert "
                              f"it once where torch is installed: kws export --format npz --model {path}") from None
-    from .modelfile import load_bundle
+    from .training.modelfile import load_bundle
     return from_bundle(load_bundle(path))
 
 
@@ -166,8 +166,8 @@ def to_bundle(m: EngineModel):
     """Back to a torch Bundle (needs torch): the arrays are the state_dict, by name."""
     from .errors import require
     torch = require("torch", "writing a .pt model file")
-    from .model import GRUClassifier
-    from .modelfile import Bundle
+    from .training.model import GRUClassifier
+    from .training.modelfile import Bundle
     model = GRUClassifier(m.cfg)
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in m.arrays.items()})
     return Bundle(model=model.eval(), features=m.features, labels=list(m.labels), detector=dict(m.detector),
@@ -179,5 +179,5 @@ def save_model(m: EngineModel, path: str | Path) -> None:
     if Path(path).suffix == ".npz":
         save_engine(m, path)
     else:
-        from .modelfile import save_bundle
+        from .training.modelfile import save_bundle
         save_bundle(to_bundle(m), path)

@@ -237,6 +237,6 @@ _TORCH_TWINS = {"MFCC", "frames_to_mfcc", "frames_to_features", "frame_signal", 
 def __getattr__(name):
     """The torch feature code (training, tests) under its old names; imports torch only when asked."""
     if name in _TORCH_TWINS:
-        from . import features_torch
+        from .training import features_torch
         return getattr(features_torch, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

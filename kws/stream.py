@@ -20,7 +20,7 @@ from .audio import TARGET_RATE, StreamResampler, sanitize, to_float_mono
 from .data.index import NON_KEYWORDS
 from .enginefile import EngineModel, as_engine_model
 from .features import NumpyMFCC, StreamingMFCC
-from .modelfile import Bundle
+from .training.modelfile import Bundle
 
 
 def smooth_posteriors(post: np.ndarray, smooth: int, context: int = 0) -> np.ndarray:
@@ -98,7 +98,7 @@ class KeywordSpotter:
                  backend: str | None = None, **overrides):
         backend = backend or os.environ.get("KWS_BACKEND", "engine")
         if backend == "torch":
-            from .torch_stream import torch_parts
+            from .training.torch_stream import torch_parts
             self.bundle, self.net, self.features = torch_parts(model)
         elif backend == "engine":
             self.bundle = as_engine_model(model)

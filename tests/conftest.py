@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from kws.features import FeatureConfig
-from kws.model import GRUClassifier, ModelConfig
-from kws.modelfile import Bundle
+from kws.training.model import GRUClassifier, ModelConfig
+from kws.training.modelfile import Bundle
 
 LABELS12 = ["_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 

@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from kws.data.augment import AugmentConfig, Augmenter
+from kws.training.augment import AugmentConfig, Augmenter
 from kws.data.index import (KEYWORDS10, SILENCE, UNKNOWN, build_index, parse_root, scan_root, select,
                             speaker_of, task_labels, which_set)
 from kws.errors import KwsError

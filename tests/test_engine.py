@@ -18,8 +18,8 @@ from test_features import random_partition, split
 from kws import arith, engine
 from kws.enginefile import DEFAULT_ENGINE, from_bundle, header, load_engine, load_model, save_engine
 from kws.features import FeatureConfig
-from kws.model import GRUClassifier, ModelConfig
-from kws.modelfile import DEFAULT_MODEL, Bundle, ModelFileError, load_bundle, save_bundle
+from kws.training.model import GRUClassifier, ModelConfig
+from kws.training.modelfile import DEFAULT_MODEL, Bundle, ModelFileError, load_bundle, save_bundle
 from kws.stream import KeywordSpotter
 
 SHAPES = {  # ModelConfig and FeatureConfig overrides: the engine must follow any of them

@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from kws.modelfile import load_bundle
+from kws.training.modelfile import load_bundle
 import soundfile as sf
 
 from conftest import random_bundle, speech_like
@@ -16,7 +16,7 @@ from kws.evaluate import classification_metrics, predict_streaming
 from kws.stream import detect_frames, smooth_posteriors
 from kws.stream_eval import (Occurrence, match_detections, operating_point, stream_posteriors, sweep,
                              tune_label_thresholds)
-from kws.modelfile import save_bundle
+from kws.training.modelfile import save_bundle
 from kws.stream import KeywordSpotter
 
 SR = 16000
@@ -605,7 +605,7 @@ def test_detector_view_labels_are_what_the_spotter_reports_on_clip_plus_tail(sta
 
 def test_eval_reports_three_protocols(tmp_path, capsys):
     from conftest import random_bundle, speech_like
-    from kws.modelfile import save_bundle
+    from kws.training.modelfile import save_bundle
     m = tmp_path / "m.pt"
     save_bundle(random_bundle(seed=1), m)
     for i, word in enumerate(["yes", "no", "cat"]):
@@ -622,7 +622,7 @@ def test_eval_reports_three_protocols(tmp_path, capsys):
 
 def test_eval_noise_folder_makes_the_silence_clips(tmp_path, capsys):
     from kws.evaluate import _noise_files, collect_clips, load_clips
-    from kws.modelfile import save_bundle
+    from kws.training.modelfile import save_bundle
     m = tmp_path / "m.pt"
     save_bundle(random_bundle(seed=1), m)
     d = tmp_path / "data" / "yes"

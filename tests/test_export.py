@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import random_bundle, speech_like
-from kws.export import export_onnx, export_torchscript
+from kws.training.export import export_onnx, export_torchscript
 from kws.features import MFCC
 
 
@@ -47,7 +47,7 @@ def test_torchscript_step_matches_torch(tmp_path):
 def test_export_npz_is_the_engine_file(tmp_path):
     from kws.cli import main
     from kws.enginefile import header, load_engine
-    from kws.modelfile import save_bundle
+    from kws.training.modelfile import save_bundle
     b = random_bundle(seed=5)
     save_bundle(b, tmp_path / "m.pt")
     assert main(["export", "--format", "npz", "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "e.npz")]) == 0

@@ -18,7 +18,7 @@ from kws.audio import AUDIO_EXT, load_clip
 from kws.cli import main
 from kws.data.dataset import ClipSet
 from kws.data.index import background_files, scan_root, select, task_labels
-from kws.modelfile import save_bundle
+from kws.training.modelfile import save_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 SR = 16000

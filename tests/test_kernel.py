@@ -16,7 +16,7 @@ from test_features import random_partition, split
 from kws import arith, engine
 from kws.engine import resolve_kernel
 from kws.enginefile import from_bundle
-from kws.modelfile import DEFAULT_MODEL, load_bundle
+from kws.training.modelfile import DEFAULT_MODEL, load_bundle
 from kws.stream import KeywordSpotter
 
 _gru = engine._gru
@@ -95,7 +95,7 @@ def random_engines(layers: int, hidden: int, stack: int, seed: int):
     """The same random model as two engines: the compiled step (c) and the numpy loop."""
     from dataclasses import replace
     from conftest import random_bundle
-    from kws.model import GRUClassifier
+    from kws.training.model import GRUClassifier
     b = random_bundle(seed=seed, stack=stack)
     torch.manual_seed(seed)
     b.model = GRUClassifier(replace(b.model.cfg, layers=layers, hidden=hidden)).eval()

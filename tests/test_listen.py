@@ -29,7 +29,7 @@ from kws.audio import read_blocks
 from kws.cli import main
 from kws.features import MFCC
 from kws.enginefile import default_model_path
-from kws.modelfile import DEFAULT_MODEL, save_bundle
+from kws.training.modelfile import DEFAULT_MODEL, save_bundle
 from kws.stream import KeywordSpotter
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import torch
 
 from conftest import random_bundle, speech_like
 from kws.features import FeatureConfig
-from kws.modelfile import FORMAT_VERSION, ModelFileError, load_bundle, save_bundle
+from kws.training.modelfile import FORMAT_VERSION, ModelFileError, load_bundle, save_bundle
 from kws.stream import KeywordSpotter
 
 

@@ -427,7 +427,7 @@ def pcm16(x: np.ndarray) -> tuple[bytes, np.ndarray]:
 @pytest.mark.slow
 def test_describe_info(server):
     from kws.data.index import NON_KEYWORDS
-    from kws.modelfile import load_bundle
+    from kws.training.modelfile import load_bundle
     from wyoming.info import Describe, Info
     import kws
 

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from kws.modelfile import DEFAULT_MODEL, load_bundle
+from kws.training.modelfile import DEFAULT_MODEL, load_bundle
 from kws.stream import KeywordSpotter
 from test_listen import HELD_OUT_VOICE, word_segments_of
 

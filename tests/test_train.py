@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from kws.modelfile import load_bundle
-from kws.train import TrainConfig, frame_targets, train
+from kws.training.modelfile import load_bundle
+from kws.training.train import TrainConfig, frame_targets, train
 from kws.features import FeatureConfig
 
 SR = 16000
@@ -121,7 +121,7 @@ def test_bad_front_end_and_init_with_other_features_are_one_clear_error(tmp_path
     from dataclasses import replace
     from conftest import random_bundle
     from kws.errors import KwsError
-    from kws.modelfile import save_bundle
+    from kws.training.modelfile import save_bundle
     root = make_corpus(tmp_path / "corpus")
     with pytest.raises(KwsError, match="--frontend 'cmvn'"):
         train(replace(tiny_cfg(root, tmp_path / "run"), frontend="cmvn"))
@@ -161,7 +161,7 @@ def test_resume_after_sigkill_continues_where_it_stopped(tmp_path):
 
 def test_root_share_gives_each_root_its_weight_of_every_class_whatever_its_size():
     from types import SimpleNamespace
-    from kws.train import BatchMaker
+    from kws.training.train import BatchMaker
     labels = ["_silence_", "_unknown_", "yes", "no"]
     # root 0: 900 "yes", 300 "no", 500 unknown; root 1 (small, real voices): 30 "yes", 60 unknown,
     # one stray "no"
@@ -204,7 +204,7 @@ def test_select_root_picks_the_epoch_by_that_roots_validation_accuracy(tmp_path)
 def test_augment_option_parses_fields_and_refuses_bad_ones_in_one_line(tmp_path, capsys):
     from kws.cli import main
     from kws.errors import KwsError
-    from kws.train import parse_augment
+    from kws.training.train import parse_augment
     assert parse_augment("reverb_prob=0.1, vtlp=0.94:1.06,time_masks=3") == {
         "reverb_prob": 0.1, "vtlp": (0.94, 1.06), "time_masks": 3}
     assert parse_augment("") == {}
@@ -218,7 +218,7 @@ def test_augment_option_parses_fields_and_refuses_bad_ones_in_one_line(tmp_path,
 
 
 def test_augment_overrides_reach_the_augmenter_and_the_run_record(tmp_path, monkeypatch):
-    import kws.train as tr
+    import kws.training.train as tr
     seen = []
     real = tr.Augmenter
 
@@ -239,8 +239,8 @@ def test_stream_packed_sequences_place_whole_words_apart_over_one_noise_bed():
     """--stream-pack: words trimmed to their spans, 80 ms-1.5 s apart, never overlapping, inside the
     sequence; silence clips become pauses; the targets follow the packed spans."""
     from types import SimpleNamespace
-    from kws.data.augment import AugmentConfig, Augmenter
-    from kws.train import BatchMaker
+    from kws.training.augment import AugmentConfig, Augmenter
+    from kws.training.train import BatchMaker
     rng = np.random.default_rng(3)
     labels = ["_silence_", "_unknown_", "yes", "no"]
     audio = np.zeros((8, SR), np.int16)
@@ -293,7 +293,7 @@ def test_stream_packed_sequences_place_whole_words_apart_over_one_noise_bed():
 
 def test_boost_keeps_class_shares_and_hard_negatives_need_init(tmp_path):
     from types import SimpleNamespace
-    from kws.train import BatchMaker
+    from kws.training.train import BatchMaker
     labels = ["_silence_", "_unknown_", "yes"]
     y = np.array([1] * 10 + [2] * 10)
     bm = BatchMaker(SimpleNamespace(y=y, is_silence=np.zeros(20, bool)), np.zeros(20, int),
@@ -321,7 +321,7 @@ def test_hard_negative_mining_boosts_the_unknown_clips_the_init_model_nearly_fir
     detector view, and the clips with higher peaks are sampled more often, in proportion."""
     from kws.data.dataset import ClipSet
     from kws.data.index import scan_root, select
-    from kws.train import BatchMaker, mine_hard_negatives
+    from kws.training.train import BatchMaker, mine_hard_negatives
     root = make_corpus(tmp_path / "c", speakers=20)
     base = train(tiny_cfg(root, tmp_path / "base", epochs=2), progress=False)
     src = load_bundle(base["model"])
@@ -343,7 +343,7 @@ def test_hard_negative_mining_boosts_the_unknown_clips_the_init_model_nearly_fir
 
 def test_reversed_negatives_play_keywords_backwards_as_unknown_never_no_or_on():
     from types import SimpleNamespace
-    from kws.train import BatchMaker
+    from kws.training.train import BatchMaker
     labels = ["_silence_", "_unknown_", "yes", "no", "on"]
     rng = np.random.default_rng(0)
     audio = (rng.normal(0, 3000, (4, SR))).astype(np.int16)
@@ -372,7 +372,7 @@ def test_word_aux_targets_name_each_word_on_the_frames_that_carry_its_label():
     backwards get none."""
     from types import SimpleNamespace
     from kws.data.index import Item
-    from kws.train import BatchMaker, word_vocabulary
+    from kws.training.train import BatchMaker, word_vocabulary
     labels = ["_silence_", "_unknown_", "yes"]
     words = ["yes"] * 20 + ["bed"] * 20 + ["cat"] * 20 + ["dog"] * 3 + ["_silence_"] * 5
     y = np.array([2] * 20 + [1] * 43 + [0] * 5)

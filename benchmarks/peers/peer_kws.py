@@ -39,7 +39,7 @@ def main() -> int:
         else:
             import torch
             torch.set_num_threads(1)
-            from kws.modelfile import load_bundle
+            from kws.training.modelfile import load_bundle
             model = load_bundle(model)
         KeywordSpotter(model, backend=a.backend).process(np.zeros(1600, np.float32))
         first = time.perf_counter() - T_START
@@ -55,7 +55,7 @@ def main() -> int:
         return 0
     import torch
     torch.set_num_threads(1)
-    from kws.modelfile import load_bundle
+    from kws.training.modelfile import load_bundle
 
     from kws.evaluate import predict_offline
     bundle = load_bundle(a.kws_model)

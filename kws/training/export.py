@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import arith
-from .errors import KwsError
+from .. import arith
+from ..errors import KwsError
 from .modelfile import DEFAULT_MODEL, load_bundle
 
 
@@ -77,7 +77,7 @@ def _write_sidecar(bundle, path: Path) -> None:
 
 
 def add_parser(sub) -> None:
-    from .cli import SUMMARY
+    from ..cli import SUMMARY
     p = sub.add_parser("export", help=SUMMARY["export"])
     p.add_argument("--model", default=None, help="model file (default: the shipped models/kws12_gru.pt)")
     p.add_argument("--format", choices=["npz", "onnx", "torchscript"], default="onnx",
@@ -93,7 +93,7 @@ def run(args) -> int:
     suffix = {"npz": ".npz", "onnx": ".onnx", "torchscript": ".ts.pt"}[args.format]
     out = Path(args.out) if args.out else src.with_suffix(suffix)
     if args.format == "npz":
-        from .enginefile import save_engine
+        from ..enginefile import save_engine
         print(f"wrote {save_engine(bundle, out)}")
         return 0
     path = export_onnx(bundle, out) if args.format == "onnx" else export_torchscript(bundle, out)

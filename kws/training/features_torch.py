@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import arith
-from .features import FeatureConfig, dct_weights, mel_weights
+from .. import arith
+from ..features import FeatureConfig, dct_weights, mel_weights
 
 
 def mel_filterbank(cfg: FeatureConfig) -> torch.Tensor:

@@ -37,7 +37,7 @@ class TorchFeatures:
 def torch_parts(model):
     """-> (bundle, net, streaming features) for a Bundle, an EngineModel or a model path (.pt or .npz;
     None: the shipped .pt)."""
-    from .enginefile import EngineModel, as_engine_model, to_bundle
+    from ..enginefile import EngineModel, as_engine_model, to_bundle
     from .modelfile import Bundle, load_bundle
     if isinstance(model, Bundle):
         bundle = model

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import arith
-from .config import ModelConfig  # noqa: F401  (re-exported: kws.model.ModelConfig)
+from .. import arith
+from ..config import ModelConfig  # noqa: F401  (re-exported: kws.training.model.ModelConfig)
 
 
 class GRUClassifier(nn.Module):

@@ -24,15 +24,15 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from .audio import load
-from .data.augment import AugmentConfig, Augmenter
-from .data.dataset import CLIP, ClipSet
-from .data.index import NON_KEYWORDS, SILENCE, UNKNOWN, background_files, parse_root, scan_root, select, summary, task_labels
-from .errors import KwsError
-from .features import FRONTENDS, MFCC, FeatureConfig
+from ..audio import load
+from .augment import AugmentConfig, Augmenter
+from ..data.dataset import CLIP, ClipSet
+from ..data.index import NON_KEYWORDS, SILENCE, UNKNOWN, background_files, parse_root, scan_root, select, summary, task_labels
+from ..errors import KwsError
+from ..features import FRONTENDS, MFCC, FeatureConfig
 from .model import GRUClassifier, ModelConfig, count_parameters
 from .modelfile import Bundle, save_bundle
-from .stream import DetectorConfig
+from ..stream import DetectorConfig
 
 
 @dataclass
@@ -250,8 +250,8 @@ def mine_hard_negatives(batches: BatchMaker, bundle, clips: ClipSet, unk: int, b
     (`evaluate.keyword_peaks`) and sample it (1 + boost * peak) times as often, within `_unknown_`'s
     unchanged share. The false alarms of real-voice streams are other words that look like keywords;
     most `_unknown_` clips are easy, so the few near-misses get the updates. -> the peaks."""
-    from .enginefile import as_engine_model
-    from .evaluate import keyword_peaks
+    from ..enginefile import as_engine_model
+    from ..evaluate import keyword_peaks
     engine = as_engine_model(bundle)              # converted once, not once per chunk
     idx = np.flatnonzero((clips.y == unk) & ~clips.is_silence)
     peaks = np.zeros(idx.size, np.float32)
@@ -593,7 +593,7 @@ PLAIN_OPTIONS = [  # (TrainConfig field, type, help)
 
 
 def add_parser(sub) -> None:
-    from .cli import SUMMARY
+    from ..cli import SUMMARY
     p = sub.add_parser("train", help=SUMMARY["train"],
                        description="Train the stateful GRU spotter. --data takes one or more roots in Speech "
                                    "Commands layout; ROOT@VAL,TEST sets the speaker split of a root without list files.")
@@ -614,7 +614,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cache", default=TrainConfig.cache, help="decoded-audio cache folder ('' for none)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--augment", default="", metavar="FIELD=VALUE,...",
-                   help="change augmentation settings (kws/data/augment.py AugmentConfig), e.g. "
+                   help="change augmentation settings (kws/training/augment.py AugmentConfig), e.g. "
                         "reverb_prob=0.1,vtlp=0.94:1.06 (a range as LOW:HIGH)")
     p.add_argument("--frontend", default=TrainConfig.frontend, choices=FRONTENDS,
                    help="feature front end: log mel (default) or pcen (per-channel energy normalisation)")

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import ModelConfig
-from .errors import KwsError, first_line
-from .features import FeatureConfig
+from ..config import ModelConfig
+from ..errors import KwsError, first_line
+from ..features import FeatureConfig
 
 if TYPE_CHECKING:
     from .model import GRUClassifier
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 FORMAT = "kws-model"
 FORMAT_VERSION = 2          # 2: the features may have a stateful front end (PCEN); 1: log mel only
 READS_VERSIONS = (1, 2)
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "kws12_gru.pt"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "kws12_gru.pt"
 
 
 def format_version(features: FeatureConfig) -> int:
@@ -51,7 +51,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> None:
     """Atomic write: a crash mid-save leaves the old file intact. Writes the .pt and, beside it, the
     engine's .npz (only the .npz if `path` ends in .npz)."""
     import torch
-    from .enginefile import save_engine
+    from ..enginefile import save_engine
     path = Path(path)
     if path.suffix == ".npz":
         save_engine(bundle, path)
