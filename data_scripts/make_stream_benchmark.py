@@ -41,12 +41,13 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from kws.audio import AudioError, is_audio, load  # noqa: E402
-from kws.data.index import KEYWORDS10, read_list  # noqa: E402
+from kws.data.index import KEYWORDS10, read_list, speaker_of, which_set  # noqa: E402
 
 SR = 16000
 REAL = ROOT.parent / "shared" / "real_speech"
 SYNTH = ROOT / "data" / "synth"
 SC_PART = ROOT.parent / "shared" / "speech_commands_part"
+REAL_WORDS = ROOT.parent / "shared" / "real_words"
 REAL_BAIT_WORDS = ("bed", "cat", "happy")
 
 
@@ -123,6 +124,13 @@ def pools(args) -> tuple[list[tuple[str, str, Path]], list[tuple[str, str, Path]
         w = rel.split("/")[0]
         if w in REAL_BAIT_WORDS and w not in kws and (args.real / rel).exists():
             bait.append((w, "real", args.real / rel))
+    # real_words' other words (cut from real sentences), only its validation speakers: training reads it
+    # as real_words@10,0, i.e. the same speaker-hash rule with 10% validation
+    unk = args.real_words / "_unknown_" if args.real_words else None
+    if args.keywords_from == "sc-validation" and unk is not None and unk.is_dir():
+        for p in sorted(unk.iterdir()):
+            if is_audio(p) and which_set(speaker_of(p), 10, 0) == "validation":
+                bait.append((p.name.split("_")[0], "real", p))
     return keyword, bait
 
 
@@ -195,14 +203,14 @@ def make_stream(idx: int, seconds: float, keyword, bait, cache: ClipCache, noise
         else:
             kind = "bait"
         if kind == "pause":
-            t += rng.uniform(2.0, 8.0)
+            t += rng.uniform(*args.pause)
             continue
         if kind == "keyword":
             t = max(t, last_kw_end + args.min_gap)
             picks = [rng.choice(keyword)]
         else:
             picks = [rng.choice(real_bait if real_bait and rng.random() < args.real_bait else synth_bait)
-                     for _ in range(rng.choice([1, 1, 1, 2, 3]))]
+                     for _ in range(rng.choice(args.bait_run))]
         placed_any = False
         for j, (word, src, path) in enumerate(picks):
             x = cache.get(path)
@@ -227,7 +235,7 @@ def make_stream(idx: int, seconds: float, keyword, bait, cache: ClipCache, noise
             placed_any = True
         if t >= seconds - 1.5 or (not placed_any and int(t * SR) + SR > n - int(0.5 * SR)):
             break
-        t += rng.uniform(0.3, 2.5)
+        t += rng.uniform(*args.gap)
     noise, segs = noise_bed(n, noises, args.snrs, speech_level, rng)
     floor = np.random.default_rng(rng.randrange(2 ** 32)).normal(0, 10 ** (-70 / 20), n).astype(np.float32)
     y = speech + noise + floor
@@ -262,9 +270,24 @@ def main() -> None:
     ap.add_argument("--real-bait", type=float, default=0.3,
                     help="share of bait words taken from real speech (default 0.3)")
     ap.add_argument("--keyword-rate", type=float, default=0.35, help="share of events that are keywords")
+    ap.add_argument("--real-words", type=Path, default=REAL_WORDS,
+                    help="real word tokens cut from sentences; with sc-validation its _unknown_ words of "
+                         f"validation speakers (hash rule, 10%%) are bait too (default {REAL_WORDS}; '' for none)")
+    ap.add_argument("--gap", type=float, nargs=2, default=[0.3, 2.5], metavar=("LO", "HI"),
+                    help="seconds between events (default 0.3 2.5; smaller: denser speech)")
+    ap.add_argument("--pause", type=float, nargs=2, default=[2.0, 8.0], metavar=("LO", "HI"),
+                    help="length of a pause event, seconds (default 2 8)")
+    ap.add_argument("--bait-run", type=int, nargs="+", default=[1, 1, 1, 2, 3], metavar="N",
+                    help="words in a run of bait, drawn uniformly from this list (default 1 1 1 2 3)")
     args = ap.parse_args()
     if args.min_gap < 2.0:
         sys.exit("--min-gap must be at least 2 s")
+    for name in ("gap", "pause"):
+        lo, hi = getattr(args, name)
+        if not 0 <= lo <= hi:
+            sys.exit(f"--{name} LO HI needs 0 <= LO <= HI (got {lo:g} {hi:g})")
+    if min(args.bait_run) < 1:
+        sys.exit("--bait-run values must be at least 1")
     rng = random.Random(args.seed)
     keyword, bait = pools(args)
     if not keyword:
@@ -297,6 +320,7 @@ def main() -> None:
             "seconds_total": round(seconds * args.files, 1), "keyword_occurrences": sum(kw.values()),
             "per_keyword": dict(sorted(kw.items())),
             "bait_words": sum(r["label"] == "_unknown_" for r in rows),
+            "bait_words_per_hour": round(sum(r["label"] == "_unknown_" for r in rows) * 3600 / (seconds * args.files)),
             "bait_sources": dict(Counter(r["source"] for r in rows if r["label"] == "_unknown_")),
             "keyword_pool": len(keyword), "bait_pool": len(bait),
             "noise_files": [f.name for f in noise_files]}
