@@ -174,6 +174,7 @@ def pcm_to_array(payload: bytes, width: int, channels: int) -> np.ndarray:
 @dataclass
 class Options:
     model: object = None               # a loaded model (shared) or a path
+    models: list | None = None         # several models served at once (paths or loaded); None: [model]
     keywords: list[str] | None = None  # served keywords (None: all of the model's)
     threshold: float | None = None
     refractory: float | None = None
@@ -189,6 +190,50 @@ class Stats:
     bad: int = 0
 
 
+@dataclass
+class _Served:
+    """One served model file: its loaded model and the wake-word name of each keyword label it serves."""
+    spec: object
+    stem: str
+    model: object
+    labels: list
+    wake: dict                          # keyword label -> wake-word name (served ones only)
+    cfg: object
+    meta: dict
+
+    @property
+    def n_keywords(self) -> int:
+        from .data.index import NON_KEYWORDS
+        return sum(1 for k in self.labels if k not in NON_KEYWORDS)
+
+
+class _Multi:
+    """Several models' spotters on one audio session: each chunk goes to every one; their detections are
+    renamed to the wake-word names and merged in time order. Each model keeps its own refractory time."""
+
+    def __init__(self, parts):
+        self.parts = parts               # [(KeywordSpotter, {label: wake name})]
+
+    def _merge(self, results) -> list:
+        out = []
+        for (_, names), dets in zip(self.parts, results):
+            for d in dets:
+                d.label = names[d.label]
+                out.append(d)
+        out.sort(key=lambda d: d.time)
+        return out
+
+    def process(self, x) -> list:
+        return self._merge([sp.process(x) for sp, _ in self.parts])
+
+    def flush(self) -> list:
+        return self._merge([sp.flush() for sp, _ in self.parts])
+
+    def reset(self) -> None:
+        for sp, _ in self.parts:
+            sp.reset()
+
+
 class Service:
     """Everything shared by the connections: the model, the served keywords, the worker pool."""
 
@@ -196,19 +241,11 @@ class Service:
         from .stream import KeywordSpotter    # lazy: torch (or, later, the numpy engine) loads here
         self.KeywordSpotter = KeywordSpotter
         self.opts = opts
-        try:
-            proto = KeywordSpotter(opts.model, keywords=opts.keywords, threshold=opts.threshold,
-                                   refractory_s=opts.refractory)
-        except ValueError as e:
-            raise ServeError(first_line(e)) from None
+        self.served = self._load_models(opts)       # [_Served], in --model order
+        self.keywords = [w for m in self.served for w in m.wake.values()]   # every served wake-word name
+        first = self.served[0]
         # share the loaded model between all spotters (KeywordSpotter takes a loaded model or a path)
-        self.model = getattr(proto, "bundle", opts.model)
-        from .data.index import NON_KEYWORDS
-        self.labels = list(proto.labels)
-        self.keywords = [k for k in self.labels if k not in NON_KEYWORDS
-                         and (not opts.keywords or k in opts.keywords)]
-        self.cfg = proto.cfg
-        self.meta = dict(getattr(getattr(proto, "bundle", None), "meta", {}) or {})
+        self.model, self.labels, self.cfg, self.meta = first.model, first.labels, first.cfg, first.meta
         # workers 0: process in the event loop (cheapest on one core: a thread hand-off costs ~20% of a
         # 20 ms chunk's processing); N > 0: N threads (torch releases the GIL in its kernels)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kws-serve") if workers > 0 else None
@@ -218,23 +255,99 @@ class Service:
         self._next_id = 0
         self.info_event = self._info().event()
 
+    def _load_models(self, opts: Options) -> list["_Served"]:
+        """Each model file once. A model with several keywords (the shipped commands model) offers one wake
+        model per keyword, named by the keyword; a model with one keyword (a wake-word model such as
+        marvin) offers one wake model named by its metadata's `wake_word`, else that keyword. A model's file
+        stem is also accepted as a `detect` name (all of its wake words). `--keywords` filters the names."""
+        from .data.index import NON_KEYWORDS
+        specs = list(opts.models) if opts.models else [opts.model]
+        served, seen = [], {}
+        for spec in specs:
+            try:
+                proto = self.KeywordSpotter(spec, threshold=opts.threshold, refractory_s=opts.refractory)
+            except ValueError as e:
+                raise ServeError(first_line(e)) from None
+            model = getattr(proto, "bundle", spec)
+            meta = dict(getattr(model, "meta", {}) or {})
+            kws = [k for k in proto.labels if k not in NON_KEYWORDS]
+            if not kws:
+                raise ServeError(f"model {spec or 'default'} has no keywords to serve (labels: {', '.join(proto.labels)})")
+            if len(kws) == 1 and isinstance(meta.get("wake_word"), str) and meta["wake_word"].strip():
+                wake = {kws[0]: meta["wake_word"].strip()}
+            else:
+                wake = {k: k for k in kws}
+            if spec is None:
+                from .enginefile import default_model_path
+                stem = default_model_path().stem
+            else:
+                stem = Path(str(spec)).stem
+            for w in wake.values():
+                if w in seen:
+                    raise ServeError(f"wake word {w!r} is offered by two models ({seen[w]} and {spec}); "
+                                     f"serve them separately or filter with --keywords")
+                seen[w] = spec or "the default model"
+            served.append(_Served(spec, stem, model, list(proto.labels), wake, proto.cfg, meta))
+        if opts.keywords:
+            wanted = set(opts.keywords)
+            known = {w for m in served for w in m.wake.values()} | {m.stem for m in served}
+            unknown = sorted(wanted - known)
+            if unknown:
+                raise ServeError(f"keywords not in {'this model' if len(served) == 1 else 'the served models'}: "
+                                 f"{', '.join(unknown)} "
+                                 f"(models offer: {', '.join(w for m in served for w in m.wake.values())})")
+            for m in served:
+                keep = m.stem in wanted
+                m.wake = {k: w for k, w in m.wake.items() if keep or w in wanted}
+            served = [m for m in served if m.wake]
+        return served
+
+    def resolve(self, names: list[str]) -> tuple[list[str], list[str]]:
+        """`detect` names -> (served wake names they choose, in serving order; names not served).
+        A model's file stem chooses all of that model's wake words."""
+        want, unknown = set(), []
+        for n in names:
+            hit = [w for m in self.served for w in m.wake.values() if n == w or n == m.stem]
+            if hit:
+                want.update(hit)
+            else:
+                unknown.append(n)
+        return [w for w in self.keywords if w in want], unknown
+
     async def call(self, fn, *args):
         if self.pool is None:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     def spotter(self, rate: int, keywords: list[str]):
-        return self.KeywordSpotter(self.model, sample_rate=rate, keywords=keywords,
-                                   threshold=self.opts.threshold, refractory_s=self.opts.refractory)
+        """A spotter for these served wake names: the model's own KeywordSpotter when they all come from one
+        model under their own label names (the single-model case, unchanged); else one spotter per model
+        that is asked for, run side by side on the same audio (_Multi)."""
+        parts = []
+        for m in self.served:
+            labels = [k for k, w in m.wake.items() if w in keywords]
+            if labels:
+                sp = self.KeywordSpotter(m.model, sample_rate=rate, keywords=labels,
+                                         threshold=self.opts.threshold, refractory_s=self.opts.refractory)
+                parts.append((sp, m.wake))
+        if not parts:
+            raise ValueError(f"no served model offers {', '.join(keywords)}")
+        if len(parts) == 1 and all(k == w for k, w in parts[0][1].items()):
+            return parts[0][0]
+        return _Multi(parts)
 
     def _info(self):
         from wyoming.info import Attribution, Info, WakeModel, WakeProgram
         from . import __version__
         attribution = Attribution(name="kws (Apache-2.0)", url="")
-        langs = list(self.meta.get("languages") or ["en"])
-        version = str(self.meta.get("trained") or "") or None
-        models = [WakeModel(name=k, description=f"kws keyword '{k}'", phrase=k, attribution=attribution,
-                            installed=True, languages=langs, version=version) for k in self.keywords]
+        models = []
+        for m in self.served:
+            langs = list(m.meta.get("languages") or ["en"])
+            version = str(m.meta.get("trained") or "") or None
+            for k, w in m.wake.items():
+                desc = (f"kws keyword '{w}'" if m.n_keywords > 1 else f"kws wake word '{w}' ({m.stem})")
+                models.append(WakeModel(name=w, description=desc, phrase=w.replace("_", " "), attribution=attribution,
+                                        installed=True, languages=langs, version=version))
         prog = WakeProgram(name="kws", description="kws streaming keyword spotter (MFCC + stateful GRU)",
                            attribution=attribution, installed=True, version=__version__, models=models)
         return Info(wake=[prog])
@@ -435,12 +548,12 @@ class Connection:
             elif not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise BadInput(f"detect: names must be a list of strings, got {names!r}")
             else:
-                unknown = [n for n in names if n not in self.svc.keywords]
+                chosen, unknown = self.svc.resolve(names)    # wake names, or a model's file stem
                 if unknown and not self.warned_names:       # once per connection
                     self.warned_names = True
                     log.warning(f"{self.tag()}: detect: not served here: {', '.join(map(repr, unknown))} "
                                 f"(serving {', '.join(self.svc.keywords)})")
-                self.names = [k for k in self.svc.keywords if k in names] if names else None
+                self.names = chosen if names else None
         elif t == "describe":
             await self.send(self.svc.info_event)
         elif t == "ping":
@@ -674,7 +787,7 @@ def run_serve(args) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("asyncio").setLevel(logging.WARNING)
-    opts = Options(model=args.model, keywords=_parse_keywords(args.keywords), threshold=args.threshold,
+    opts = Options(models=list(args.model) if args.model else None, keywords=_parse_keywords(args.keywords), threshold=args.threshold,
                    refractory=args.refractory, event_timeout=args.event_timeout,
                    max_connections=args.max_connections)
     service = Service(opts, workers=args.workers)
@@ -694,8 +807,10 @@ def run_serve(args) -> int:
                 pass
 
         def ready(actual):
-            log.info(f"kws serve: listening on {actual} (keywords {','.join(service.keywords)}, "
-                     f"threshold {service.cfg.threshold:g}, refractory {service.cfg.refractory_s:g} s)")
+            what = "; ".join(f"{'model ' + m.stem + ': ' if len(service.served) > 1 else ''}keywords "
+                             f"{','.join(m.wake.values())}, threshold {m.cfg.threshold:g}, "
+                             f"refractory {m.cfg.refractory_s:g} s" for m in service.served)
+            log.info(f"kws serve: listening on {actual} ({what})")
         await serve(service, args.uri, stop, ready=ready, zeroconf_name=args.zeroconf)
 
     try:
@@ -721,9 +836,11 @@ def add_parser(sub) -> None:
                                    "voice pipelines expect from a wake-word service (see docs/home-assistant.md).")
     p.add_argument("--uri", default=DEFAULT_URI, help=f"tcp://HOST:PORT or unix://PATH (default {DEFAULT_URI}; "
                    "tcp://0.0.0.0:10400 to accept other machines; port 0 picks a free port)")
-    p.add_argument("--model", default=None, help="model file (default: the shipped models/kws12_gru.pt)")
+    p.add_argument("--model", action="append", default=None, metavar="MODEL",
+                   help="model file; repeat to serve several at once, e.g. --model models/kws12_gru.npz "
+                        "--model models/marvin.npz (default: the shipped commands model)")
     p.add_argument("--keywords", default=None, metavar="yes,stop",
-                   help="comma-separated keywords to serve (default: all of the model's)")
+                   help="comma-separated wake words (or model file stems) to serve (default: all of the models')")
     p.add_argument("--threshold", type=float, default=None, help="detection threshold on the smoothed posterior")
     p.add_argument("--refractory", type=float, default=None, metavar="S",
                    help="seconds after a detection in which nothing fires (default: the model's)")
