@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from .mic import (NO_DEVICE_HINT, Counters, DeviceError, DeviceStalled, FileSour
 STALL_S = 2.0              # no block for this long -> the device is reported as stalled
 POLL_S = 0.1               # worker wake-up interval while waiting for blocks
 MAX_QUEUE_S = 30.0         # audio buffered before blocks are dropped (processing far slower than real time)
+RETRY_FIRST_S = 0.5        # --retry: first wait after the input is lost; doubled after each failed try...
+RETRY_MAX_S = 10.0         # ...up to this
 
 
 # --------------------------------------------------------------------------- output
@@ -146,8 +148,10 @@ class _Stop(Exception):
 
 
 def listen(spotter, source, q: queue.Queue, out: LineOutput, counters: Counters,
-           duration: float | None = None, stall_s: float | None = None) -> None:
+           duration: float | None = None, stall_s: float | None = None, time_offset: float = 0.0) -> None:
     """Main-thread worker: pop blocks, run the spotter, emit detections; progress goes to `counters`.
+    `duration`: seconds of audio from this source; `time_offset`: added to detection times (the audio of
+    earlier sources, after a --retry reconnect).
 
     Raises DeviceStalled when the microphone delivers nothing for `stall_s` or its stream ends.
     """
@@ -156,16 +160,19 @@ def listen(spotter, source, q: queue.Queue, out: LineOutput, counters: Counters,
     rate = source.rate
     st = ViewState(source=source.label, rate=rate)
     limit = None if duration is None else int(round(duration * rate))
+    start = counters.samples
     last_block = time.monotonic()
     top = min(3, len(spotter.labels))
 
     def emit(dets):
         for det in dets:
+            if time_offset:
+                det = replace(det, time=det.time + time_offset)
             out.detection(det, time.time())
             st.recent.append(det)
             counters.detections += 1
 
-    while limit is None or counters.samples < limit:
+    while limit is None or counters.samples - start < limit:
         try:
             item = q.get(timeout=POLL_S)
         except queue.Empty:
@@ -187,8 +194,8 @@ def listen(spotter, source, q: queue.Queue, out: LineOutput, counters: Counters,
             break
         last_block = time.monotonic()
         block = item
-        if limit is not None and counters.samples + block.shape[0] > limit:
-            block = block[: limit - counters.samples]
+        if limit is not None and counters.samples - start + block.shape[0] > limit:
+            block = block[: limit - (counters.samples - start)]
         counters.samples += block.shape[0]
         counters.blocks += 1
         emit(spotter.process(block))
@@ -199,7 +206,7 @@ def listen(spotter, source, q: queue.Queue, out: LineOutput, counters: Counters,
             p = spotter.posteriors
             st.top = [(spotter.labels[i], float(p[i])) for i in np.argsort(-p)[:top]]
             st.overflows, st.dropped, st.backlog = counters.overflows, counters.dropped, q.qsize()
-            st.seconds = counters.samples / rate
+            st.seconds = time_offset + (counters.samples - start) / rate
             out.update(st)
 
 
@@ -234,19 +241,28 @@ def run_listen(args) -> int:
     if args.input and args.device is not None:
         raise ListenError("give either --input FILE or --device, not both")
 
+    if getattr(args, "retry", False) and args.input:
+        raise ListenError("--retry applies to a microphone, not to --input FILE")
+    retry = bool(getattr(args, "retry", False))
+    keywords = _parse_keywords(args.keywords)
     counters = Counters()
+    sd = None
     if args.input:
         q: queue.Queue = queue.Queue(maxsize=64)      # back-pressure: the reader waits for the worker
         source = FileSource(args.input, args.block_ms, q, args.fast)
     else:
         sd = _sounddevice()
-        device = resolve_device(sd, args.device)
         q = queue.Queue(maxsize=max(16, int(MAX_QUEUE_S * 1000 / args.block_ms)))
-        source = MicSource(sd, device, args.block_ms, q, counters)
+        try:
+            source = _open_mic(sd, args, q, counters, retry, rescan=False)
+        except DeviceError:
+            if not retry:
+                raise
+            source = None                              # --retry: not there yet; the loop below waits for it
+    rate = source.rate if source is not None else 48000
 
     try:
-        spotter = KeywordSpotter(args.model, sample_rate=source.rate, keywords=_parse_keywords(args.keywords),
-                                 threshold=args.threshold)
+        spotter = KeywordSpotter(args.model, sample_rate=rate, keywords=keywords, threshold=args.threshold)
     except ValueError as e:
         raise ListenError(first_line(e)) from None
 
@@ -260,22 +276,80 @@ def run_listen(args) -> int:
             raise KeyboardInterrupt
         old_term = signal.signal(signal.SIGTERM, _term)
     interrupted = False
+    audio_s = 0.0                 # seconds of audio from earlier sources (before a --retry reconnect)
+    lost_at = None                # monotonic time the input was lost (--retry)
+    delay = RETRY_FIRST_S
     try:
         with out:
-            source.start()
-            source.wait_audio(STALL_S)
-            print(f"kws: listening to {source.label} at {source.rate} Hz, {source.channels} ch, "
-                  f"{source.blocksize}-sample blocks; Ctrl-C to stop", file=sys.stderr, flush=True)
-            try:
-                listen(spotter, source, q, out, counters, duration=args.duration)
-            except KeyboardInterrupt:
-                interrupted = True
+            while True:
+                samples0 = counters.samples
+                try:
+                    if source is None:
+                        source = _open_mic(sd, args, q, counters, retry, rescan=True)
+                    source.start()
+                    source.wait_audio(STALL_S)
+                    if source.rate != spotter.sample_rate:     # a different device came back
+                        spotter = KeywordSpotter(spotter.bundle, sample_rate=source.rate, keywords=keywords,
+                                                 threshold=args.threshold)
+                    if lost_at is None:
+                        print(f"kws: listening to {source.label} at {source.rate} Hz, {source.channels} ch, "
+                              f"{source.blocksize}-sample blocks; Ctrl-C to stop", file=sys.stderr, flush=True)
+                    else:
+                        print(f"kws: input back after {time.monotonic() - lost_at:.1f} s: listening to "
+                              f"{source.label} at {source.rate} Hz (spotter state reset)", file=sys.stderr, flush=True)
+                        lost_at, delay = None, RETRY_FIRST_S
+                    left = None if args.duration is None else args.duration - audio_s
+                    listen(spotter, source, q, out, counters, duration=left, time_offset=audio_s)
+                    audio_s += (counters.samples - samples0) / source.rate
+                    break
+                except (DeviceError, DeviceStalled) as e:
+                    if not retry:
+                        raise
+                    if source is not None:
+                        audio_s += (counters.samples - samples0) / source.rate
+                        source.close()
+                        source = None
+                    _drain(q)
+                    spotter.reset()
+                    if lost_at is None:
+                        lost_at = time.monotonic()
+                        what = "input lost" if counters.blocks else "no input yet"
+                        print(f"kws: {what}: {e}; retrying every {RETRY_FIRST_S:g}-{RETRY_MAX_S:g} s "
+                              f"until it is back (--retry)", file=sys.stderr, flush=True)
+                    time.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
-        source.close()
+        if source is not None:
+            source.close()
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
-    print(_summary(counters.samples / source.rate, counters, interrupted), file=sys.stderr, flush=True)
+    print(_summary(audio_s, counters, interrupted), file=sys.stderr, flush=True)
     return 0
+
+
+def _drain(q: queue.Queue) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return
+
+
+def _open_mic(sd, args, q, counters, retry: bool, rescan: bool):
+    """Resolve --device and make its MicSource (not started). rescan: re-read PortAudio's device list
+    first (a device that went away and came back may have a new index)."""
+    if rescan:
+        term, init = getattr(sd, "_terminate", None), getattr(sd, "_initialize", None)
+        if term is not None and init is not None:
+            try:
+                term()
+                init()
+            except Exception:
+                pass
+    device = resolve_device(sd, args.device)
+    return MicSource(sd, device, args.block_ms, q, counters)
 
 
 def run_devices(args) -> int:
@@ -315,6 +389,9 @@ def add_parser(sub) -> None:
     p.add_argument("--fast", action="store_true", help="with --input: replay as fast as possible")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of audio")
     p.add_argument("--no-view", action="store_true", help="plain lines even on a terminal (no live view)")
+    p.add_argument("--retry", action="store_true",
+                   help="wake-word daemon mode: when the microphone goes away or stalls, log one line and retry "
+                        f"({RETRY_FIRST_S:g} s, doubling up to {RETRY_MAX_S:g} s) until it is back, instead of exiting")
     p.set_defaults(func=run_listen)
 
     d = sub.add_parser("devices", help=SUMMARY["devices"], description="List audio input devices "
