@@ -28,6 +28,7 @@ COMMANDS = {
     "train": "kws.training.train",
     "export": "kws.training.export",
     "serve": "kws.serve",
+    "record": "kws.record",
 }
 # one-line help of each command: the modules' parsers use these, and `kws --help` lists them without
 # importing any command module (train/export would import torch: seconds for a help text)
@@ -40,6 +41,7 @@ SUMMARY = {
     "train": "train a spotter on Speech Commands-layout data",
     "export": "convert a .pt model to the engine's .npz, or export ONNX / TorchScript",
     "serve": "Wyoming protocol wake-word service (Home Assistant)",
+    "record": "record (or import) takes of your own word into a word folder",
 }
 NEEDS_TORCH = {"train", "export"}      # shown as needing the training extra where torch is not installed
 
