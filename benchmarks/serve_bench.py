@@ -323,7 +323,7 @@ def main() -> None:
     if args.server_cpu is not None and len(cores) > 1:        # clients off the server's core
         os.sched_setaffinity(0, [c for c in cores if c != args.server_cpu] or cores)
     from test_serve import spoken_clips
-    from kws.training.modelfile import DEFAULT_MODEL
+    from kws.enginefile import default_model_path
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         clips = spoken_clips(tmp)
@@ -335,7 +335,7 @@ def main() -> None:
             print(f"serve_bench: {n} client(s) x {args.seconds:g} s ...", file=sys.stderr, flush=True)
             rows.append(run_n(n, streams, refs, args, tmp))
         cyc = run_cycles(clips, args, tmp) if args.cycles > 0 else None
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": str(DEFAULT_MODEL), "cpus": os.cpu_count(),
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": str(default_model_path()), "cpus": os.cpu_count(),
             "server_cpu": args.server_cpu, "load_avg": os.getloadavg(), "chunk_ms": CHUNK_S * 1000,
             "python": sys.version.split()[0]}
     print(f"\nkws serve load benchmark ({meta['date']}, {meta['cpus']} CPUs, load avg "

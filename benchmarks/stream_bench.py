@@ -1,6 +1,6 @@
 """Streaming cost, torch path vs the numpy engine, side by side in one run, on one thread.
 
-    python benchmarks/stream_bench.py [--model models/kws12_gru.pt] [--minutes 10] [--repeats 3]
+    python benchmarks/stream_bench.py [--model models/kws12_gru.npz] [--minutes 10] [--repeats 3]
 
 For 20 ms, 100 ms and 1 s chunks: the RTF (processing time / audio time) of KeywordSpotter.process and the
 median and p99 time per chunk, for backend="torch" (the torch MFCC and GRUClassifier.step, as kws ran
@@ -83,7 +83,7 @@ def fresh_process(backend: str, model: str | None) -> tuple[float, float, float]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="a .pt (default: the shipped one); the engine converts it")
+    ap.add_argument("--model", default=None, help="a .npz model file (default: the shipped one); the torch path builds its model from it")
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--clock", choices=list(CLOCK), default="cpu")

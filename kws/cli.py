@@ -1,6 +1,6 @@
 """`kws` command line (also `python -m kws`). Each subcommand lives in its own module exposing
-`add_parser(sub)`; the module is imported only when needed so `kws --help` stays fast. A command whose
-module needs the training extra (torch, ...) that is not installed still shows in the help and says
+`add_parser(sub)`, listed with its one-line help in commands.py; the module is imported only when
+needed so `kws --help` stays fast. A command whose module needs the training extra (torch, ...) that is not installed still shows in the help and says
 so in one line when run."""
 from __future__ import annotations
 
@@ -16,34 +16,8 @@ _THREADS = os.environ.get("KWS_THREADS", "1")
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, _THREADS)
 
+from .commands import COMMANDS, NEEDS_TORCH, SUMMARY  # noqa: E402,F401  (SUMMARY: also read as cli.SUMMARY)
 from .errors import EXTRA_MODULES, KwsError, needs_extra  # noqa: E402
-
-# subcommand name -> module that implements it (module.add_parser(subparsers) registers it)
-COMMANDS = {
-    "listen": "kws.listen",
-    "devices": "kws.listen",
-    "detect": "kws.evaluate",
-    "eval": "kws.evaluate",
-    "eval-stream": "kws.stream_eval",
-    "train": "kws.training.train",
-    "export": "kws.training.export",
-    "serve": "kws.serve",
-    "record": "kws.record",
-}
-# one-line help of each command: the modules' parsers use these, and `kws --help` lists them without
-# importing any command module (train/export would import torch: seconds for a help text)
-SUMMARY = {
-    "listen": "spot keywords live from a microphone (or a replayed file)",
-    "devices": "list audio input devices",
-    "detect": "detect keywords in audio files (streamed in chunks)",
-    "eval": "accuracy on labelled 1 s clips (offline and streaming)",
-    "eval-stream": "false rejects / false alarms per hour on long recordings",
-    "train": "train a spotter on Speech Commands-layout data",
-    "export": "convert a .pt model to the engine's .npz, or export ONNX / TorchScript",
-    "serve": "Wyoming protocol wake-word service (Home Assistant)",
-    "record": "record (or import) takes of your own word into a word folder",
-}
-NEEDS_TORCH = {"train", "export"}      # shown as needing the training extra where torch is not installed
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -1,10 +1,15 @@
-"""The engine's model file: one .npz of float32 arrays plus a JSON header, read with neither torch nor
-pickle (`np.load(allow_pickle=False)`).
+"""The model file: one .npz of float32 arrays plus a JSON header, read with neither torch nor pickle
+(`np.load(allow_pickle=False)`). Training writes it (runs/NAME/model.npz, last.npz), `--init`, `kws
+export`, `kws eval`, listen, serve and the peers harness read it; models/ ships one per model.
 
-The arrays carry the torch state_dict's names, so a .pt model converts both ways without loss:
-`save_bundle` writes the .npz beside every .pt it writes, and `kws export --format npz` converts an
-existing .pt (tests/test_engine.py checks the shipped .npz equals what converting the shipped .pt
-gives). `load_model` opens either kind for the run time; a .pt needs torch (`kws[train]`).
+The arrays carry the torch state_dict's names, so the torch side (kws/training/modelfile.py) turns one
+into a GRUClassifier and back without loss. `.pt` is the training checkpoint's format
+(runs/NAME/checkpoint.pt, for --resume); model files of older kws were `.pt` too.
+
+One of the two places where the base side reaches into kws/training/ (the other: stream.py's
+backend="torch"): `load_model` of a `.pt` (an old model file or a checkpoint) imports
+kws.training.ptfile, lazily and only where torch is installed. ptfile imports nothing of kws but
+errors.py, so this forms no import cycle (tests/test_imports.py holds both).
 """
 from __future__ import annotations
 
@@ -19,22 +24,29 @@ import numpy as np
 
 from .config import ModelConfig
 from .engine import Engine
-from .errors import first_line
+from .errors import ModelFileError, first_line
 from .features import FeatureConfig
-from .training.modelfile import DEFAULT_MODEL, READS_VERSIONS, ModelFileError, format_version
 
 FORMAT = "kws-engine"
-FORMAT_VERSION = 2          # as the .pt's (modelfile.format_version: 1 for log mel, 2 for PCEN)
+FORMAT_VERSION = 2          # 2: the features may have a stateful front end (PCEN); 1: log mel only
+READS_VERSIONS = (1, 2)
 HEADER = "__kws__"
-DEFAULT_ENGINE = DEFAULT_MODEL.with_suffix(".npz")
+DEFAULT_ENGINE = Path(__file__).resolve().parent.parent / "models" / "kws12_gru.npz"   # the checkout's
 # where a wheel (`pip install kws`, not editable) carries the shipped engine file: setup.py copies it there
 PACKAGED_ENGINE = Path(__file__).resolve().parent / "_models" / DEFAULT_ENGINE.name
 TORCH_HINT = "pip install 'kws[train]'"
 
 
+def format_version(features: FeatureConfig) -> int:
+    """The oldest version that describes these features: log-mel models stay version 1, so a kws from
+    before PCEN still reads them and refuses a PCEN model instead of running it on log mel."""
+    return 1 if features.frontend == "log" else FORMAT_VERSION
+
+
 @dataclass
 class EngineModel:
-    """Everything the run time needs: the engine plus what a Bundle carries besides the torch model."""
+    """A model as the run time holds it: the engine plus the features, labels, detector defaults and meta
+    (what a torch Bundle carries besides the torch model)."""
     engine: Engine
     features: FeatureConfig
     labels: list[str]
@@ -64,7 +76,8 @@ def make_engine_model(features: FeatureConfig, mcfg: ModelConfig, labels, arrays
 
 
 def from_bundle(bundle) -> EngineModel:
-    """A torch Bundle (training, tests) -> the engine's model, weights copied as float32 arrays."""
+    """A torch Bundle (training, tests) -> the engine's model, weights copied as float32 arrays. Reads the
+    Bundle's attributes only, so this module imports neither torch nor kws.training."""
     arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in bundle.model.state_dict().items()}
     return make_engine_model(bundle.features, bundle.model.cfg, bundle.labels, arrays, bundle.detector, bundle.meta)
 
@@ -102,7 +115,22 @@ def is_engine_file(path: Path) -> bool:
         return False
 
 
+def _from_header(path: Path, head, arrays: dict, fmt: str, what: str) -> EngineModel:
+    """The header's checks, shared by the .npz and the old .pt (whose payload has the same fields)."""
+    if not isinstance(head, dict) or head.get("format") != fmt:
+        raise ModelFileError(f"{path} is not a kws model file")
+    if head.get("format_version") not in READS_VERSIONS:
+        raise ModelFileError(f"{path} has {what} format version {head.get('format_version')}; "
+                             f"this kws reads versions {', '.join(map(str, READS_VERSIONS))}")
+    try:
+        return make_engine_model(FeatureConfig.from_dict(head["features"]), ModelConfig.from_dict(head["model"]),
+                                 head["labels"], arrays, head.get("detector"), head.get("meta"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{path} is an incompatible kws model: {first_line(e)[:160]}") from None
+
+
 def load_engine(path: str | Path) -> EngineModel:
+    """A .npz model file (ModelFileError, one line, for anything else)."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -114,29 +142,21 @@ def load_engine(path: str | Path) -> EngineModel:
         raise
     except Exception as e:    # zipfile/numpy/json raise many types for truncated or foreign files
         raise ModelFileError(f"cannot read model file {path}: not a kws model or corrupt ({first_line(e)[:120]})") from None
-    if not isinstance(head, dict) or head.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not a kws model file")
-    if head.get("format_version") not in READS_VERSIONS:
-        raise ModelFileError(f"{path} has engine format version {head.get('format_version')}; "
-                             f"this kws reads versions {', '.join(map(str, READS_VERSIONS))}")
-    try:
-        return make_engine_model(FeatureConfig.from_dict(head["features"]), ModelConfig.from_dict(head["model"]),
-                                 head["labels"], arrays, head.get("detector"), head.get("meta"))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelFileError(f"{path} is an incompatible kws model: {first_line(e)[:160]}") from None
+    return _from_header(path, head, arrays, FORMAT, "engine")
 
 
 def default_model_path() -> Path:
     """The shipped model: the checkout's models/ (editable installs, development), else the copy inside
-    the installed package (a wheel), else the checkout's .pt (its "not found" names that path)."""
+    the installed package (a wheel), else the checkout's path (its "not found" names that path)."""
     for p in (DEFAULT_ENGINE, PACKAGED_ENGINE):
         if p.exists():
             return p
-    return DEFAULT_MODEL
+    return DEFAULT_ENGINE
 
 
 def load_model(path: str | Path | None = None) -> EngineModel:
-    """Any kws model file for the run time: the engine's .npz, or (where torch is installed) a .pt."""
+    """Any kws model file for the run time: the .npz; where torch is installed also an old .pt model
+    file or a training checkpoint (checkpoint.pt), read by kws.training.ptfile (see the module doc)."""
     path = Path(path) if path is not None else default_model_path()
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")
@@ -147,10 +167,12 @@ def load_model(path: str | Path | None = None) -> EngineModel:
     try:
         import torch  # noqa: F401
     except ModuleNotFoundError:
-        raise ModelFileError(f"{path} is a torch model file; reading it needs torch ({TORCH_HINT}), or convert "
-                             f"it once where torch is installed: kws export --format npz --model {path}") from None
-    from .training.modelfile import load_bundle
-    return from_bundle(load_bundle(path))
+        raise ModelFileError(f"{path} is a torch file (an old .pt model or a checkpoint); reading it needs torch "
+                             f"({TORCH_HINT}), or convert it once where torch is installed: "
+                             f"kws export --format npz --model {path}") from None
+    from .training.ptfile import PT_FORMAT, read_pt      # a door into kws/training/ (module doc)
+    payload = read_pt(path)
+    return _from_header(path, payload, payload.pop("state_dict", {}), PT_FORMAT, "model")
 
 
 def as_engine_model(model) -> EngineModel:
@@ -162,22 +184,10 @@ def as_engine_model(model) -> EngineModel:
     return load_model(model)
 
 
-def to_bundle(m: EngineModel):
-    """Back to a torch Bundle (needs torch): the arrays are the state_dict, by name."""
-    from .errors import require
-    torch = require("torch", "writing a .pt model file")
-    from .training.model import GRUClassifier
-    from .training.modelfile import Bundle
-    model = GRUClassifier(m.cfg)
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in m.arrays.items()})
-    return Bundle(model=model.eval(), features=m.features, labels=list(m.labels), detector=dict(m.detector),
-                  meta=dict(m.meta))
-
-
-def save_model(m: EngineModel, path: str | Path) -> None:
-    """.npz: the engine file alone; any other name: a .pt (needs torch) with its .npz beside."""
-    if Path(path).suffix == ".npz":
-        save_engine(m, path)
-    else:
-        from .training.modelfile import save_bundle
-        save_bundle(to_bundle(m), path)
+def save_model(m, path: str | Path) -> Path:
+    """An EngineModel (or a torch Bundle) as a model file: `path` must end in .npz (one clear error
+    otherwise: kws writes no other model format)."""
+    if Path(path).suffix != ".npz":
+        raise ModelFileError(f"{path}: kws model files are .npz (the engine file); name it "
+                             f"{Path(path).with_suffix('.npz').name}")
+    return save_engine(m, path)

@@ -12,6 +12,10 @@ class KwsError(Exception):
     """A user-facing error: bad input, missing file or device. The message is one line."""
 
 
+class ModelFileError(KwsError):
+    """A model file that cannot be used (missing, corrupt, foreign, incompatible); the message is one line."""
+
+
 class NeedsExtra(KwsError):
     """A command or option needs a package of the training extra that is not installed."""
 

@@ -553,7 +553,7 @@ def _write_report(report: dict, dest: str, console) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 def add_parser(sub) -> None:
-    from .cli import SUMMARY
+    from .commands import SUMMARY
     p = sub.add_parser("detect", help=SUMMARY["detect"],
                        description="Stream each file through the detector in fixed chunks and print "
                                    "detections: FILE  TIME  LABEL  SCORE.")

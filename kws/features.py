@@ -16,7 +16,7 @@ Its smoother runs frame by frame and the streaming extractor carries it, so the 
 
 This module is numpy only (the run time imports it without torch). The torch twins used by training
 and the tests (`MFCC`, `frames_to_mfcc`, `frame_signal`, and `mel_filterbank` / `dct_matrix` as
-tensors) live in features_torch.py and stay importable from here where torch is installed.
+tensors) live in kws/training/features_torch.py, which imports this module (never the other way round).
 """
 from __future__ import annotations
 
@@ -229,14 +229,3 @@ class StreamingMFCC:
         self._buf = buf[n * cfg.hop:]
         self.frames_emitted += n
         return out
-
-
-_TORCH_TWINS = {"MFCC", "frames_to_mfcc", "frames_to_features", "frame_signal", "mel_filterbank", "dct_matrix", "TorchStreamingMFCC"}
-
-
-def __getattr__(name):
-    """The torch feature code (training, tests) under its old names; imports torch only when asked."""
-    if name in _TORCH_TWINS:
-        from .training import features_torch
-        return getattr(features_torch, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

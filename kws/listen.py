@@ -372,7 +372,7 @@ def run_devices(args) -> int:
 
 
 def add_parser(sub) -> None:
-    from .cli import SUMMARY
+    from .commands import SUMMARY
     p = sub.add_parser("listen", help=SUMMARY["listen"],
                        description="Spot keywords live from a microphone. Each detection is printed as it "
                                    "happens: `TIME  LABEL  SCORE`, or a JSON line with --json.")

@@ -830,7 +830,7 @@ def run_serve(args) -> int:
 
 
 def add_parser(sub) -> None:
-    from .cli import SUMMARY
+    from .commands import SUMMARY
     p = sub.add_parser("serve", help=SUMMARY["serve"],
                        description="Serve keyword detection over the Wyoming protocol, as Home Assistant's "
                                    "voice pipelines expect from a wake-word service (see docs/home-assistant.md).")

@@ -6,7 +6,9 @@ samples, the GRU hidden state, the posterior smoothing window and the refractory
 
 It runs on the numpy engine (engine.py) and never imports torch. `backend="torch"` (or the environment
 variable KWS_BACKEND=torch) runs the torch model instead: the reference path of the benchmarks and
-the equivalence tests (torch_stream.py).
+the equivalence tests (kws/training/torch_stream.py). That lazy import is one of the two places where
+the base side reaches into kws/training/ (the other: enginefile.load_model of an old .pt); it forms no
+import cycle (tests/test_imports.py).
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ from .audio import TARGET_RATE, StreamResampler, sanitize, to_float_mono
 from .data.index import NON_KEYWORDS
 from .enginefile import EngineModel, as_engine_model
 from .features import NumpyMFCC, StreamingMFCC
-from .training.modelfile import Bundle
 
 
 def smooth_posteriors(post: np.ndarray, smooth: int, context: int = 0) -> np.ndarray:
@@ -90,10 +91,10 @@ class KeywordSpotter:
 
     chunk: numpy array or tensor, int16/int32/uint8/float, shape [N] or [N, channels], at the
     `sample_rate` given here (any rate; resampled to 16 kHz with a streaming resampler).
-    model: a model file (.npz, or .pt where torch is installed), an EngineModel or a torch Bundle.
+    model: a model file (.npz; an old .pt where torch is installed), an EngineModel or a torch Bundle.
     """
 
-    def __init__(self, model: EngineModel | Bundle | str | Path | None = None, sample_rate: int = TARGET_RATE,
+    def __init__(self, model: "EngineModel | Bundle | str | Path | None" = None, sample_rate: int = TARGET_RATE,
                  keywords: list[str] | None = None, config: DetectorConfig | None = None,
                  backend: str | None = None, **overrides):
         backend = backend or os.environ.get("KWS_BACKEND", "engine")

@@ -523,7 +523,7 @@ def cmd_eval_stream(args) -> int:
 
 
 def add_parser(sub) -> None:
-    from .cli import SUMMARY
+    from .commands import SUMMARY
     p = sub.add_parser("eval-stream", help=SUMMARY["eval-stream"],
                        description="Run the detector over long recordings with ground truth, sweep the "
                                    "threshold and report FRR, FA/h, wrong labels and latency.")

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def base_venv(tmp_path_factory):
-    """A copy of the package (code, pyproject, setup.py, README, the engine model; no .pt) built as a
+    """A copy of the package (code, pyproject, setup.py, README, the .npz model file) built as a
     wheel and installed into a venv that has never seen torch; the copy is deleted before the tests, so
     the default model can only come from inside the installed package."""
     d = tmp_path_factory.mktemp("base")

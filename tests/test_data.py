@@ -10,7 +10,8 @@ from kws.training.augment import AugmentConfig, Augmenter
 from kws.data.index import (KEYWORDS10, SILENCE, UNKNOWN, build_index, parse_root, scan_root, select,
                             speaker_of, task_labels, which_set)
 from kws.errors import KwsError
-from kws.features import MFCC, FeatureConfig
+from kws.features import FeatureConfig
+from kws.training.features_torch import MFCC
 
 # Splits of real Speech Commands speakers as TensorFlow's which_set() assigns them (from the
 # `sc_split` column of ../shared/real_speech/manifest.csv, computed with TF's own code).

@@ -2,7 +2,7 @@
 
 Every per-frame posterior of the engine's KeywordSpotter equals the torch path's (atol 1e-5) over random
 chunk partitions and through the resampler, for the shipped model and random ones of other shapes;
-the shipped .npz is what converting the shipped .pt gives; the engine runs with torch unimportable.
+the shipped .npz -> torch model -> .npz round trip is exact; the engine runs with torch unimportable.
 """
 import json
 import subprocess
@@ -19,7 +19,7 @@ from kws import arith, engine
 from kws.enginefile import DEFAULT_ENGINE, from_bundle, header, load_engine, load_model, save_engine
 from kws.features import FeatureConfig
 from kws.training.model import GRUClassifier, ModelConfig
-from kws.training.modelfile import DEFAULT_MODEL, Bundle, ModelFileError, load_bundle, save_bundle
+from kws.training.modelfile import DEFAULT_MODEL, Bundle, ModelFileError, bundle_from_engine, load_bundle, save_bundle
 from kws.stream import KeywordSpotter
 
 SHAPES = {  # ModelConfig and FeatureConfig overrides: the engine must follow any of them
@@ -153,22 +153,54 @@ def test_detections_equal_between_engine_and_torch(shipped):
     assert dets[0] == dets[1]
 
 
-def test_shipped_engine_file_is_the_converted_pt(shipped, tmp_path):
-    """A retrained .pt without a regenerated .npz fails here: run `kws export --format npz`."""
-    assert DEFAULT_ENGINE.exists(), f"missing {DEFAULT_ENGINE}: run kws export --format npz"
-    fresh = load_engine(save_engine(shipped, tmp_path / "fresh.npz"))
+def test_shipped_npz_to_torch_model_and_back_is_exact(shipped, tmp_path):
+    """The .npz is the only model file: the torch model built from it (--init, export, the torch
+    reference path) holds exactly its weights and header, and writes exactly them back."""
+    assert DEFAULT_ENGINE.exists() and DEFAULT_MODEL == DEFAULT_ENGINE
     committed = load_engine(DEFAULT_ENGINE)
-    assert header(committed) == header(fresh), "stale models/*.npz: run kws export --format npz"
-    assert committed.arrays.keys() == fresh.arrays.keys()
-    for k in fresh.arrays:
-        np.testing.assert_array_equal(committed.arrays[k], fresh.arrays[k], err_msg=k)
+    for k, v in shipped.model.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), committed.arrays[k], err_msg=k)
+    again = load_engine(save_bundle(shipped, tmp_path / "again.npz"))
+    assert header(again) == header(committed)
+    assert again.arrays.keys() == committed.arrays.keys()
+    for k in committed.arrays:
+        np.testing.assert_array_equal(again.arrays[k], committed.arrays[k], err_msg=k)
+        assert again.arrays[k].dtype == np.float32
+    assert header(from_bundle(bundle_from_engine(committed))) == header(committed)
 
 
-def test_save_bundle_writes_the_npz_beside_and_both_load_alike(tmp_path):
+def test_shipped_npz_torch_and_engine_give_the_same_posteriors(shipped):
+    """The torch model built from the shipped .npz against the engine on it (atol 1e-5), whole clips."""
+    from kws.training.features_torch import MFCC
+    y = torch.from_numpy(np.stack([speech_like(1.5, seed=s) for s in range(3)]))
+    feats = MFCC(shipped.features)(y).float()
+    n = feats.shape[1] // shipped.model.cfg.stack * shipped.model.cfg.stack
+    with torch.no_grad():
+        ref = torch.softmax(shipped.model.forward_all(feats[:, :n])[0], -1).numpy()
+    got = load_model().engine.forward_all(feats[:, :n].numpy())[0]
+    got = np.exp(got - got.max(-1, keepdims=True)); got /= got.sum(-1, keepdims=True)
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+
+
+def test_models_ships_one_file_per_model():
+    """models/ holds each model once, as the .npz (beside its card and measurements): no .pt twin."""
+    models = DEFAULT_ENGINE.parent
+    assert not list(models.glob("*.pt")), "models/ ships .npz model files only (kws export --format npz)"
+    assert DEFAULT_ENGINE.exists()
+    for npz in models.glob("*.npz"):
+        load_engine(npz)
+
+
+def test_old_pt_and_its_npz_load_alike(tmp_path):
+    """An old-format .pt (which this test writes itself) still loads where torch is installed, to the
+    same model as the .npz of the same weights; the .npz holds no pickled object."""
     b = random_bundle(seed=4, threshold=0.6)
     save_bundle(b, tmp_path / "m.pt")
+    save_bundle(b, tmp_path / "m.npz")
     a, c = load_model(tmp_path / "m.pt"), load_model(tmp_path / "m.npz")
     assert header(a) == header(c) and c.detector["threshold"] == 0.6
+    for k in a.arrays:
+        np.testing.assert_array_equal(a.arrays[k], c.arrays[k], err_msg=k)
     with np.load(tmp_path / "m.npz", allow_pickle=False) as z:      # no pickled object anywhere
         assert all(z[k].dtype != object for k in z.files)
 
@@ -187,7 +219,7 @@ def test_top_level_help_lists_every_command_without_importing_them():
             "print(sorted(m for m in sys.modules if m == 'torch' or m in set(cli.COMMANDS.values())))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    from kws.cli import SUMMARY
+    from kws.commands import SUMMARY
     for name, text in SUMMARY.items():
         assert name in r.stdout and text.split()[0] in r.stdout
     assert r.stdout.strip().splitlines()[-1] == "[]"

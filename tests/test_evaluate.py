@@ -34,7 +34,7 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory, bundle):
-    p = tmp_path_factory.mktemp("model") / "m.pt"
+    p = tmp_path_factory.mktemp("model") / "m.npz"
     save_bundle(bundle, p)
     return str(p)
 
@@ -501,15 +501,19 @@ def test_eval_stream_cli(capsys, tmp_path, model_path, bundle):
         assert (o is None) == (not ok)
         if ok:
             assert o["frr"] == min(row["frr"] for row in ok)
-    saved, js2 = tmp_path / "tuned.pt", tmp_path / "r2.json"
+    saved, js2 = tmp_path / "tuned.npz", tmp_path / "r2.json"
     rc, _, err = run(capsys, "eval-stream", "--model", model_path, "--data", d, "--thresholds", "0.1:0.9:0.1",
                      "--max-fa", "1e9", "--save-model", saved, "--json", js2)
     assert rc == 0, err
     op = json.loads(js2.read_text())["operating_point"]
     assert load_bundle(saved).detector["threshold"] == pytest.approx(op["threshold"])
     assert load_bundle(saved).detector["threshold"] != load_bundle(model_path).detector.get("threshold")
+    rc, _, err = run(capsys, "eval-stream", "--model", model_path, "--data", d, "--thresholds", "0.5",
+                     "--save-model", tmp_path / "tuned.pt")           # model files are .npz: one line, exit 2
+    assert rc == 2 and err.strip().startswith("kws: error: ") and ".npz" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "tuned.pt").exists()
     # per-keyword thresholds: saved in the model, and a later run reports that model's own setting
-    saved2, js3, js4 = tmp_path / "per_label.pt", tmp_path / "r3.json", tmp_path / "r4.json"
+    saved2, js3, js4 = tmp_path / "per_label.npz", tmp_path / "r3.json", tmp_path / "r4.json"
     rc, out, err = run(capsys, "eval-stream", "--model", model_path, "--data", d, "--thresholds", "0.1:0.9:0.1",
                        "--max-fa", "1e9", "--per-label", "--save-model", saved2, "--json", js3)
     assert rc == 0, err
@@ -606,7 +610,7 @@ def test_detector_view_labels_are_what_the_spotter_reports_on_clip_plus_tail(sta
 def test_eval_reports_three_protocols(tmp_path, capsys):
     from conftest import random_bundle, speech_like
     from kws.training.modelfile import save_bundle
-    m = tmp_path / "m.pt"
+    m = tmp_path / "m.npz"
     save_bundle(random_bundle(seed=1), m)
     for i, word in enumerate(["yes", "no", "cat"]):
         d = tmp_path / "data" / word
@@ -623,7 +627,7 @@ def test_eval_reports_three_protocols(tmp_path, capsys):
 def test_eval_noise_folder_makes_the_silence_clips(tmp_path, capsys):
     from kws.evaluate import _noise_files, collect_clips, load_clips
     from kws.training.modelfile import save_bundle
-    m = tmp_path / "m.pt"
+    m = tmp_path / "m.npz"
     save_bundle(random_bundle(seed=1), m)
     d = tmp_path / "data" / "yes"
     d.mkdir(parents=True)

@@ -6,7 +6,7 @@ import torch
 
 from conftest import random_bundle, speech_like
 from kws.training.export import export_onnx, export_torchscript
-from kws.features import MFCC
+from kws.training.features_torch import MFCC
 
 
 def chunks_of_frames(bundle, seconds=3.0):
@@ -44,17 +44,54 @@ def test_torchscript_step_matches_torch(tmp_path):
         torch.testing.assert_close(post_s, post_t[:, 0], atol=1e-5, rtol=0)
 
 
-def test_export_npz_is_the_engine_file(tmp_path):
+@pytest.mark.parametrize("source", ["old.pt", "checkpoint.pt"])
+def test_export_npz_converts_an_old_pt_or_a_checkpoint(tmp_path, source):
     from kws.cli import main
-    from kws.enginefile import header, load_engine
-    from kws.training.modelfile import save_bundle
-    b = random_bundle(seed=5)
-    save_bundle(b, tmp_path / "m.pt")
-    assert main(["export", "--format", "npz", "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "e.npz")]) == 0
-    a, c = load_engine(tmp_path / "e.npz"), load_engine(tmp_path / "m.npz")
-    assert header(a) == header(c)
-    for k in a.arrays:
+    from kws.enginefile import from_bundle, header, load_engine
+    from kws.training.modelfile import checkpoint_model, save_bundle
+    b = random_bundle(seed=5, threshold=0.45)
+    if source == "old.pt":
+        save_bundle(b, tmp_path / source)
+    else:     # what train.py writes for --resume
+        torch.save({"model": b.model.state_dict(), "opt": {}, "epoch": 0, **checkpoint_model(b)}, tmp_path / source)
+    assert main(["export", "--format", "npz", "--model", str(tmp_path / source), "--out", str(tmp_path / "e.npz")]) == 0
+    a, c = load_engine(tmp_path / "e.npz"), from_bundle(b)
+    assert header(a) == header(c) and a.detector["threshold"] == 0.45
+    for k in c.arrays:
         np.testing.assert_array_equal(a.arrays[k], c.arrays[k])
+
+
+def test_export_reads_the_npz_model_file(tmp_path, capsys):
+    """The default source is the shipped .npz; any .npz exports to TorchScript/ONNX."""
+    from kws.cli import main
+    from kws.training.modelfile import save_bundle
+    b = random_bundle(seed=6)
+    save_bundle(b, tmp_path / "m.npz")
+    assert main(["export", "--format", "torchscript", "--model", str(tmp_path / "m.npz")]) == 0
+    ts = torch.jit.load(str(tmp_path / "m.ts.pt"))
+    ch = chunks_of_frames(b)[0]
+    torch.testing.assert_close(ts(ch[None], b.model.initial_state(1))[0], b.model.step(ch[None])[0][:, 0],
+                               atol=1e-5, rtol=0)
+    assert json.loads((tmp_path / "m.ts.json").read_text())["labels"] == b.labels
+    assert main(["export", "--format", "torchscript", "--out", str(tmp_path / "shipped.ts.pt")]) == 0
+    assert (tmp_path / "shipped.ts.pt").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "same_file", "pt_out"])
+def test_export_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
+    from kws.cli import main
+    from kws.training.modelfile import save_bundle
+    m = tmp_path / "m.npz"
+    save_bundle(random_bundle(), m)
+    args = {"missing": ["--model", str(tmp_path / "nope.npz")],
+            "corrupt": ["--model", str(tmp_path / "bad.npz")],
+            "same_file": ["--model", str(m)],
+            "pt_out": ["--model", str(m), "--out", str(tmp_path / "x.pt")]}[case]
+    (tmp_path / "bad.npz").write_bytes(m.read_bytes()[:500])
+    capsys.readouterr()
+    assert main(["export", "--format", "npz", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kws: error: ") and "\n" not in err, err
 
 
 @pytest.mark.parametrize("frontend", ["log", "pcen"])

@@ -5,7 +5,8 @@ import scipy.signal
 import torch
 
 from conftest import speech_like
-from kws.features import MFCC, FeatureConfig, NumpyMFCC, StreamingMFCC, dct_matrix
+from kws.features import FeatureConfig, NumpyMFCC, StreamingMFCC
+from kws.training.features_torch import MFCC, dct_matrix
 
 
 def librosa_mfcc(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -145,7 +146,7 @@ def test_short_input_gives_no_frames_and_keeps_samples():
 @pytest.mark.parametrize("n_mels,n_fft,fmax", [(40, 480, 7600.0), (80, 512, 8000.0), (64, 400, 4000.0)])
 def test_mel_filterbank_equals_librosa(n_mels, n_fft, fmax):
     import librosa
-    from kws.features import mel_filterbank
+    from kws.training.features_torch import mel_filterbank
     cfg = FeatureConfig(n_mels=n_mels, win_ms=n_fft / 16, f_max=fmax)
     ref = librosa.filters.mel(sr=16000, n_fft=n_fft, n_mels=n_mels, fmin=cfg.f_min, fmax=fmax, htk=False,
                               norm="slaney", dtype=np.float64)

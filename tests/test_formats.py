@@ -81,7 +81,7 @@ def test_data_root_lists_and_cache_read_every_format(mixed_root, tmp_path):
 
 
 def test_eval_csv_list_and_detect_folder_read_every_format(mixed_root, tmp_path, capsys):
-    m = tmp_path / "m.pt"
+    m = tmp_path / "m.npz"
     save_bundle(random_bundle(seed=2, threshold=0.01), m)
     lst = tmp_path / "list.csv"
     files = sorted(p for p in mixed_root.rglob("*") if p.suffix in FORMATS and "_background" not in str(p))
@@ -98,7 +98,7 @@ def test_eval_csv_list_and_detect_folder_read_every_format(mixed_root, tmp_path,
 
 @pytest.mark.parametrize("ext", [".flac", ".opus", ".mp3"])
 def test_listen_input_reads_other_formats(tmp_path, capsys, ext):
-    m = tmp_path / "m.pt"
+    m = tmp_path / "m.npz"
     save_bundle(random_bundle(seed=2, threshold=0.01), m)
     f = write(tmp_path / f"in{ext}", speech_like(3.0, seed=4))
     assert main(["listen", "--model", str(m), "--input", str(f), "--fast", "--json"]) == 0

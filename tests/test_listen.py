@@ -27,7 +27,7 @@ from pulse import VirtualMic, require_pulseaudio, virtual_mic  # noqa: F401  (fi
 from kws import listen as L
 from kws.audio import read_blocks
 from kws.cli import main
-from kws.features import MFCC
+from kws.training.features_torch import MFCC
 from kws.enginefile import default_model_path
 from kws.training.modelfile import DEFAULT_MODEL, save_bundle
 from kws.stream import KeywordSpotter
@@ -97,7 +97,7 @@ def assets(tmp_path_factory):
     d = tmp_path_factory.mktemp("listen")
     y = bursts_wave()
     bundle, thr = calibrated_bundle(y)
-    model = d / "reactive.pt"
+    model = d / "reactive.npz"
     save_bundle(bundle, model)
     wav = d / "bursts.wav"
     sf.write(wav, y, SR, subtype="PCM_16")

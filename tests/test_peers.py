@@ -40,7 +40,7 @@ def _corpus(root: Path, words, per_word: int, split_list: str | None, seed: int)
 def test_run_all_smoke(tmp_path):
     import run_all
     from kws.training.modelfile import save_bundle
-    model = tmp_path / "tiny.pt"
+    model = tmp_path / "tiny.npz"
     save_bundle(random_bundle(seed=3, threshold=0.5, smooth_ms=100.0, refractory_s=1.0), model)
     # "test" corpora: every clip in testing_list.txt
     _corpus(tmp_path / "synth", ["yes", "no", "bed"], 2, "testing_list.txt", 1)

@@ -313,7 +313,7 @@ class ServerProc:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    _need(str(REPO / "models" / "kws12_gru.pt"), is_file=True)
+    _need(str(REPO / "models" / "kws12_gru.npz"), is_file=True)
     s = ServerProc(tmp_path_factory.mktemp("serve") / "serve.log", "--event-timeout", "1")
     yield s
     rc = s.stop()
@@ -588,7 +588,7 @@ def test_serve_equals_kws_detect_on_the_same_recording(server, clips, tmp_path, 
 def test_keywords_threshold_refractory_options(tmp_path, clips):
     """--keywords, --threshold, --refractory as in `kws listen`: info offers only those keywords and the
     detections are the streaming API's with the same settings."""
-    _need(str(REPO / "models" / "kws12_gru.pt"), is_file=True)
+    _need(str(REPO / "models" / "kws12_gru.npz"), is_file=True)
     from wyoming.info import Describe, Info
     srv = ServerProc(tmp_path / "serve.log", "--keywords", "stop,yes", "--threshold", "0.6", "--refractory", "0.4")
     x, _ = compose(clips, ("yes", "left", "stop", "go", "yes"), gap_s=0.8)
@@ -779,7 +779,7 @@ def test_clean_shutdown_on_signal_over_unix_socket(tmp_path, clips, sig):
     """Over unix:// (and, for SIGTERM, with 2 processing threads): describe and a session work; a signal
     while a client is mid-session ends the server within seconds, exit 0, that connection logged as
     ended by the shutdown, socket removed."""
-    _need(str(REPO / "models" / "kws12_gru.pt"), is_file=True)
+    _need(str(REPO / "models" / "kws12_gru.npz"), is_file=True)
     from wyoming.audio import AudioChunk, AudioStart
     from wyoming.client import AsyncUnixClient
     from wyoming.info import Describe

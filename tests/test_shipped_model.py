@@ -69,7 +69,7 @@ def test_detects_held_out_voice_in_a_stream(spoken):
 def test_offline_clips_of_held_out_voice(spoken):
     """Each word centred in a 1 s clip, classified from a zero state."""
     import torch
-    from kws.features import MFCC
+    from kws.training.features_torch import MFCC
     b = load_bundle()
     mfcc = MFCC(b.features)
     clips = []

@@ -7,7 +7,7 @@ import torch
 from conftest import random_bundle, speech_like
 from test_features import random_partition, split
 from kws.audio import StreamResampler
-from kws.features import MFCC
+from kws.training.features_torch import MFCC
 from kws.stream import KeywordSpotter
 
 

@@ -96,11 +96,14 @@ def test_tiny_corpus_trains_well_above_chance(tmp_path):
     r = train(tiny_cfg(root, tmp_path / "run"), progress=False)
     last = r["history"][-1]
     assert last["val_acc"] > 0.6 and last["val_stream_acc"] > 0.6     # chance: 0.2 (5 labels)
-    b = load_bundle(tmp_path / "run" / "model.pt")
+    b = load_bundle(tmp_path / "run" / "model.npz")
     assert b.labels == ["_silence_", "_unknown_", "yes", "no", "up"]
-    assert load_bundle(tmp_path / "run" / "last.pt").meta["epoch"] == last["epoch"]
-    for f in ["metrics.csv", "metrics.json", "training_curves.png", "checkpoint.pt", "last.npz"]:
+    assert load_bundle(tmp_path / "run" / "last.npz").meta["epoch"] == last["epoch"]
+    for f in ["metrics.csv", "metrics.json", "training_curves.png", "checkpoint.pt", "model.npz", "last.npz"]:
         assert (tmp_path / "run" / f).stat().st_size > 0
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.pt")) == ["checkpoint.pt"]   # the model file is the .npz
+    assert r["model"] == str(tmp_path / "run" / "model.npz")
+    assert load_bundle(tmp_path / "run" / "checkpoint.pt").meta["epoch"] == last["epoch"]   # kws export reads it
 
 
 @pytest.mark.slow
@@ -112,8 +115,8 @@ def test_pcen_front_end_trains_and_is_recorded_in_the_model(tmp_path):
     root = make_corpus(tmp_path / "corpus")
     r = train(replace(tiny_cfg(root, tmp_path / "run"), frontend="pcen", pcen_time_s=0.2), progress=False)
     assert r["history"][-1]["val_acc"] > 0.6
-    assert load_bundle(tmp_path / "run" / "last.pt").features.frontend == "pcen"
-    assert load_bundle(tmp_path / "run" / "last.pt").features.pcen_time_s == 0.2
+    assert load_bundle(tmp_path / "run" / "last.npz").features.frontend == "pcen"
+    assert load_bundle(tmp_path / "run" / "last.npz").features.pcen_time_s == 0.2
     assert load_engine(tmp_path / "run" / "last.npz").features.frontend == "pcen"
 
 
@@ -132,6 +135,23 @@ def test_bad_front_end_and_init_with_other_features_are_one_clear_error(tmp_path
         train(replace(tiny_cfg(root, tmp_path / "run"), frontend="pcen", init=str(tmp_path / "log.pt")))
     with pytest.raises(KwsError, match="--pcen-time-s must be positive"):
         train(replace(tiny_cfg(root, tmp_path / "run"), frontend="pcen", pcen_time_s=0.0))
+
+
+def test_init_reads_the_npz_and_bad_init_files_are_one_line_exit_2(tmp_path, capsys):
+    """--init takes the .npz model file (an old .pt too: the test above); a model of other labels, a
+    missing or a corrupt file is one `kws: error:` line."""
+    from conftest import random_bundle
+    from kws.cli import main
+    from kws.training.modelfile import save_bundle
+    root = make_corpus(tmp_path / "corpus", speakers=4)
+    save_bundle(random_bundle(labels=["_silence_", "_unknown_", "yes", "no"]), tmp_path / "other.npz")
+    (tmp_path / "bad.npz").write_bytes((tmp_path / "other.npz").read_bytes()[:300])
+    for init, want in ((tmp_path / "other.npz", "labels or architecture differ"), (tmp_path / "nope.npz", "not found"),
+                       (tmp_path / "bad.npz", "corrupt")):
+        rc = main(["train", "--data", str(root), "--words", "yes,no,up", "--epochs", "1", "--init", str(init),
+                   "--out", str(tmp_path / "r"), "--hidden", "32", "--layers", "1"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and err[-1].startswith("kws: error: ") and want in err[-1], err
 
 
 @pytest.mark.slow
@@ -195,7 +215,7 @@ def test_select_root_picks_the_epoch_by_that_roots_validation_accuracy(tmp_path)
     hist = train(cfg, progress=False)["history"]
     best = max(hist, key=lambda h: h["val_acc[B]"])
     assert [h["select_score"] for h in hist] == [h["val_acc[B]"] for h in hist]
-    assert load_bundle(tmp_path / "run" / "model.pt").meta["epoch"] == best["epoch"]
+    assert load_bundle(tmp_path / "run" / "model.npz").meta["epoch"] == best["epoch"]
     cfg.select_root, cfg.out = "C", str(tmp_path / "run2")
     with pytest.raises(KwsError, match="not one of the data roots"):
         train(cfg, progress=False)
@@ -231,7 +251,7 @@ def test_augment_overrides_reach_the_augmenter_and_the_run_record(tmp_path, monk
     cfg.augment_overrides = {"reverb_prob": 0.0, "vtlp": (1.0, 1.0)}
     train(cfg, progress=False)
     assert seen and seen[0].reverb_prob == 0.0 and seen[0].vtlp == (1.0, 1.0) and seen[0].noise_prob == 0.8
-    meta = load_bundle(tmp_path / "run" / "last.pt").meta
+    meta = load_bundle(tmp_path / "run" / "last.npz").meta
     assert json.loads(meta["train_config"])["augment_overrides"] == {"reverb_prob": 0.0, "vtlp": [1.0, 1.0]}
 
 
@@ -413,7 +433,7 @@ def test_word_aux_trains_and_leaves_the_model_file_as_it_was(tmp_path):
     r = train(replace(tiny_cfg(root, tmp_path / "aux"), word_aux=0.5), progress=False)
     assert r["history"][-1]["val_acc"] > 0.6
     plain = train(tiny_cfg(root, tmp_path / "plain", epochs=1), progress=False)
-    a, p = load_bundle(tmp_path / "aux" / "last.pt"), load_bundle(tmp_path / "plain" / "last.pt")
+    a, p = load_bundle(tmp_path / "aux" / "last.npz"), load_bundle(tmp_path / "plain" / "last.npz")
     assert {k: v.shape for k, v in a.model.state_dict().items()} == {k: v.shape for k, v in p.model.state_dict().items()}
     ck = torch.load(tmp_path / "aux" / "checkpoint.pt", weights_only=True)
     assert ck["word_head"]["weight"].shape == (4, 32)                 # bed, no, up, yes

@@ -4,8 +4,9 @@ clips   : kws.evaluate.predict_offline (each 1 s clip from a zero state, argmax 
 streams : the project's own CLI `kws eval-stream --model M --data DIR --json OUT` (threshold sweep
           0.30..0.99, operating point = lowest FRR at <= 0.5 FA/h), run as a subprocess.
 speed   : kws.KeywordSpotter.process on 100 ms chunks, one thread; --backend engine (what kws runs: the
-          numpy engine on the .npz beside the model, torch never imported) or torch (the torch path, for
-          the side-by-side row "kws-torch"). Also the time from `import kws` to the first posterior.
+          numpy engine on the .npz model file, torch never imported) or torch (the torch model built from
+          it, for the side-by-side row "kws-torch"). Also the time from `import kws` to the first posterior.
+--kws-model is the .npz model file (an old .pt still works where torch is installed).
 """
 from __future__ import annotations
 
@@ -34,9 +35,7 @@ def main() -> int:
         import numpy as np
         from kws.stream import KeywordSpotter
         model = a.kws_model
-        if a.backend == "engine" and Path(model).with_suffix(".npz").exists():
-            model = str(Path(model).with_suffix(".npz"))       # the run time's file: no torch in this process
-        else:
+        if a.backend == "torch":
             import torch
             torch.set_num_threads(1)
             from kws.training.modelfile import load_bundle
@@ -53,12 +52,9 @@ def main() -> int:
         res["torch_imported"] = sys.modules.get("torch") is not None
         C.write_json(res, a.out)
         return 0
-    import torch
-    torch.set_num_threads(1)
-    from kws.training.modelfile import load_bundle
-
+    from kws.enginefile import load_model
     from kws.evaluate import predict_offline
-    bundle = load_bundle(a.kws_model)
+    bundle = load_model(a.kws_model)          # the numpy engine, as kws runs
     out = {"system": "kws", "model": a.kws_model, "model_size_mb": C.file_size_mb([a.kws_model]),
            "setup": "MFCC + stateful GRU (this project); training data: "
                     + str((bundle.meta or {}).get("command", "see the model file's meta")),

@@ -12,7 +12,7 @@ Runs every available system on the SAME inputs and writes results.md, results.js
                  per system (RTF, per-chunk latency, peak RSS).
 A peer whose package is missing is listed as "not installed: pip install '.[peers]'" and the rest still run.
 
-  nice -n 19 python benchmarks/peers/run_all.py --kws-model models/kws12_gru.pt
+  nice -n 19 python benchmarks/peers/run_all.py --kws-model models/kws12_gru.npz
 """
 from __future__ import annotations
 
@@ -42,15 +42,13 @@ SYSTEMS = {
     "pocketsphinx": ("peer_pocketsphinx.py", ["pocketsphinx"]),
     "openwakeword": ("peer_openwakeword.py", ["openwakeword", "onnxruntime", "sklearn"]),
 }
-DEFAULT_MODEL = "models/kws12_gru.pt"
-DEV_MODEL = "runs/kws12_a_epoch8.pt"  # only used when models/kws12_gru.pt is missing
+DEFAULT_MODEL = "models/kws12_gru.npz"      # the shipped model file
 INSTALL_HINT = "pip install '.[peers]'"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kws-model", default=None, help=f"kws model (default {DEFAULT_MODEL}; if it does not exist "
-                                                     f"yet, {DEV_MODEL} with a note in the results)")
+    p.add_argument("--kws-model", default=None, help=f"kws model file, a .npz (default {DEFAULT_MODEL})")
     p.add_argument("--synth", default=str(ROOT / "data/synth"), help="synthetic corpus root (testing split used)")
     p.add_argument("--real", default=str(ROOT.parent / "shared/real_speech"), help="real Speech Commands root (testing split)")
     p.add_argument("--sc-val", default=str(ROOT.parent / "shared/speech_commands_part"),
@@ -229,12 +227,7 @@ def main(argv=None) -> int:
         return 2
     notes = []
     reuse = {s.strip() for s in a.reuse.split(",") if s.strip()}
-    kws_model = a.kws_model
-    if kws_model is None:
-        kws_model = DEFAULT_MODEL
-        if not (ROOT / kws_model).exists() and (ROOT / DEV_MODEL).exists():
-            notes.append(f"{DEFAULT_MODEL} does not exist yet: kws results use the partly trained {DEV_MODEL}")
-            kws_model = DEV_MODEL
+    kws_model = a.kws_model or DEFAULT_MODEL
     kws_model = str(ROOT / kws_model) if not Path(kws_model).is_absolute() else kws_model
     for n in notes:
         C.log(f"note: {n}")

@@ -15,7 +15,8 @@ import numpy as np
 import scipy.signal
 import torch
 
-from ..features import FeatureConfig, mel_filterbank
+from ..features import FeatureConfig
+from .features_torch import mel_filterbank
 
 
 @dataclass
@@ -162,7 +163,7 @@ class Augmenter:
         """[B, N] -> [B, T, F] with a random VTLP warp and spectral tilt per sequence: both are folded
         into a per-sequence filterbank (a gain per FFT bin commutes into the mel matrix), so the
         features come from the same `frames_to_mfcc` as inference, in float32."""
-        from ..features import frame_signal, frames_to_mfcc
+        from .features_torch import frame_signal, frames_to_mfcc
         B = wave.shape[0]
         nf = self.fbanks.shape[-1]
         tilt = torch.from_numpy(self.rng.uniform(-1, 1, (B, 1, 1)).astype(np.float32) * self.cfg.tilt_db)

@@ -1,5 +1,6 @@
-"""`kws export`: the model as the engine's .npz (`--format npz`: what kws itself runs on, see
-enginefile.py), or the streaming step as ONNX or TorchScript, for runtimes without kws.
+"""`kws export`: a model file (the .npz, default the shipped one) as the streaming step in ONNX or
+TorchScript, for runtimes without kws; or (`--format npz`) an old `.pt` model file or a run's
+checkpoint.pt converted to the .npz model file kws runs on (enginefile.py).
 
 The exported graph is the model's `step`: normalised MFCC frames and GRU state in, posteriors and new
 state out. Feature extraction stays outside (see examples/onnx_stream.py for a numpy version), because
@@ -15,7 +16,8 @@ from torch import nn
 
 from .. import arith
 from ..errors import KwsError
-from .modelfile import DEFAULT_MODEL, load_bundle
+from ..enginefile import default_model_path, save_model
+from .modelfile import load_bundle
 
 
 class StreamingStep(nn.Module):
@@ -77,24 +79,27 @@ def _write_sidecar(bundle, path: Path) -> None:
 
 
 def add_parser(sub) -> None:
-    from ..cli import SUMMARY
+    from ..commands import SUMMARY
     p = sub.add_parser("export", help=SUMMARY["export"])
-    p.add_argument("--model", default=None, help="model file (default: the shipped models/kws12_gru.pt)")
+    p.add_argument("--model", default=None,
+                   help="model file: a .npz (default: the shipped models/kws12_gru.npz), an old .pt model "
+                        "or a run's checkpoint.pt")
     p.add_argument("--format", choices=["npz", "onnx", "torchscript"], default="onnx",
-                   help="npz: the torch-free file kws listen/detect/eval run on (regenerate it after "
-                        "replacing a .pt); onnx/torchscript: the streaming step (default onnx)")
+                   help="npz: the model file kws listen/detect/eval run on (from an old .pt or a checkpoint); "
+                        "onnx/torchscript: the streaming step (default onnx)")
     p.add_argument("--out", default=None, help="output file (default: next to the model, .npz / .onnx / .ts.pt)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    bundle = load_bundle(args.model)
-    src = Path(args.model) if args.model else DEFAULT_MODEL
+    src = Path(args.model) if args.model else default_model_path()
+    bundle = load_bundle(src)
     suffix = {"npz": ".npz", "onnx": ".onnx", "torchscript": ".ts.pt"}[args.format]
     out = Path(args.out) if args.out else src.with_suffix(suffix)
     if args.format == "npz":
-        from ..enginefile import save_engine
-        print(f"wrote {save_engine(bundle, out)}")
+        if out.resolve() == src.resolve():
+            raise KwsError(f"{src} is already the .npz model file (--out names another file to copy it to)")
+        print(f"wrote {save_model(bundle, out)}")
         return 0
     path = export_onnx(bundle, out) if args.format == "onnx" else export_torchscript(bundle, out)
     print(f"wrote {path} and {path.with_suffix('.json')}")

@@ -1,45 +1,35 @@
-"""Self-describing model file: weights, feature config, labels, detector defaults, format version.
+"""The model as torch holds it (a Bundle: GRUClassifier + features, labels, detector defaults, meta), read
+from and written to the model file, the engine's .npz (kws/enginefile.py).
 
-Saved with `torch.save` of plain containers and tensors, loaded with `torch.load(weights_only=True)`,
-so opening a model file never runs code from it. torch is imported only when a .pt is read or
-written: the run time (enginefile.py) imports this module for its names without torch installed.
-`save_bundle` also writes the engine's .npz beside the .pt, so the two never disagree.
+`load_bundle` builds the GRUClassifier from a model file (the .npz; also an old .pt model file or a
+training checkpoint); `bundle_from_engine` from an EngineModel already loaded; `save_bundle` writes the
+.npz. The arrays are the state_dict by name, so .npz -> GRUClassifier -> .npz is exact
+(tests/test_engine.py). `save_bundle` to a `.pt` name still writes the old torch format, for tests
+that check old files keep loading; nothing in kws writes one.
+
+The torch side imports the base side (enginefile), never the other way round.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import ModelConfig
-from ..errors import KwsError, first_line
+from ..enginefile import (DEFAULT_ENGINE, FORMAT_VERSION, READS_VERSIONS, EngineModel, default_model_path,  # noqa: F401
+                          format_version, from_bundle, header, load_model, save_engine)
+from ..errors import ModelFileError, first_line  # noqa: F401  (ModelFileError: re-exported)
 from ..features import FeatureConfig
+from .ptfile import CHECKPOINT_MODEL, PT_FORMAT, write_pt
 
 if TYPE_CHECKING:
     from .model import GRUClassifier
 
-FORMAT = "kws-model"
-FORMAT_VERSION = 2          # 2: the features may have a stateful front end (PCEN); 1: log mel only
-READS_VERSIONS = (1, 2)
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "kws12_gru.pt"
-
-
-def format_version(features: FeatureConfig) -> int:
-    """The oldest version that describes these features (the .pt and the .npz alike): log-mel models
-    stay version 1, so a kws from before PCEN still reads them and refuses a PCEN model instead of
-    running it on log mel."""
-    return 1 if features.frontend == "log" else FORMAT_VERSION
-
-
-class ModelFileError(KwsError):
-    """A model file that cannot be used; the message is one line meant for the user."""
+DEFAULT_MODEL = DEFAULT_ENGINE      # the shipped model file (models/kws12_gru.npz)
 
 
 @dataclass
 class Bundle:
-    """Everything needed to run a trained spotter."""
+    """Everything needed to run a trained spotter, with the model in torch."""
     model: "GRUClassifier"
     features: FeatureConfig
     labels: list[str]
@@ -47,69 +37,37 @@ class Bundle:
     meta: dict = field(default_factory=dict)
 
 
-def save_bundle(bundle: Bundle, path: str | Path) -> None:
-    """Atomic write: a crash mid-save leaves the old file intact. Writes the .pt and, beside it, the
-    engine's .npz (only the .npz if `path` ends in .npz)."""
+def bundle_from_engine(m: EngineModel, path=None) -> Bundle:
+    """An EngineModel (a loaded .npz) as a torch Bundle in eval mode: its arrays are the state_dict."""
     import torch
-    from ..enginefile import save_engine
-    path = Path(path)
-    if path.suffix == ".npz":
-        save_engine(bundle, path)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": FORMAT,
-        "format_version": format_version(bundle.features),
-        "labels": list(bundle.labels),
-        "features": bundle.features.to_dict(),
-        "model": bundle.model.cfg.to_dict(),
-        "detector": dict(bundle.detector),
-        "meta": dict(bundle.meta),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in bundle.model.state_dict().items()},
-    }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
+    from .model import GRUClassifier
+    model = GRUClassifier(m.cfg)
     try:
-        torch.save(payload, tmp)
-        os.chmod(tmp, 0o644)          # mkstemp makes 0600; a model file is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    save_engine(bundle, path.with_suffix(".npz"))
+        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in m.arrays.items()})
+    except RuntimeError as e:     # cannot happen for a checked EngineModel; a file is named if it does
+        raise ModelFileError(f"{path or 'model'} is an incompatible kws model: {first_line(e)[:160]}") from None
+    return Bundle(model=model.eval(), features=m.features, labels=list(m.labels), detector=dict(m.detector),
+                  meta=dict(m.meta))
 
 
 def load_bundle(path: str | Path | None = None) -> Bundle:
-    """A .pt model file as a torch Bundle (training, export, tests); the run time uses enginefile.load_model."""
-    import torch
-    from .model import GRUClassifier
-    path = Path(path) if path is not None else DEFAULT_MODEL
-    if not path.exists():
-        raise ModelFileError(f"model file not found: {path}")
-    if path.is_dir():
-        raise ModelFileError(f"model path is a directory, not a model file: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated/corrupt/foreign files
-        raise ModelFileError(f"cannot read model file {path}: not a kws model or corrupt ({first_line(e)[:120]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not a kws model file")
-    version = payload.get("format_version")
-    if version not in READS_VERSIONS:
-        raise ModelFileError(f"{path} has model format version {version}; "
-                             f"this kws reads versions {', '.join(map(str, READS_VERSIONS))}")
-    try:
-        fcfg = FeatureConfig.from_dict(payload["features"])
-        mcfg = ModelConfig.from_dict(payload["model"])
-        labels = list(payload["labels"])
-        if len(labels) != mcfg.n_classes:
-            raise ValueError(f"{len(labels)} labels for {mcfg.n_classes} outputs")
-        if fcfg.n_mfcc != mcfg.n_input:
-            raise ValueError(f"features have {fcfg.n_mfcc} coefficients, model expects {mcfg.n_input}")
-        model = GRUClassifier(mcfg)
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise ModelFileError(f"{path} is an incompatible kws model: {first_line(e)[:160]}") from None
-    model.eval()
-    return Bundle(model=model, features=fcfg, labels=labels,
-                  detector=dict(payload.get("detector", {})), meta=dict(payload.get("meta", {})))
+    """A model file as a torch Bundle (training's --init, export, tests): the .npz (default: the shipped
+    one), an old .pt model file or a training checkpoint. ModelFileError (one line) when it cannot be used."""
+    return bundle_from_engine(load_model(path), path)
+
+
+def save_bundle(bundle: Bundle, path: str | Path) -> Path:
+    """Write the model file, the .npz (atomically). A `.pt` name writes the old torch format instead
+    (weights_only-loadable plain containers): only for testing that old files still load."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return save_engine(bundle, path)
+    return write_pt({**header(from_bundle(bundle)), "format": PT_FORMAT,
+                     "state_dict": {k: v.detach().cpu().clone() for k, v in bundle.model.state_dict().items()}}, path)
+
+
+def checkpoint_model(bundle: Bundle) -> dict:
+    """What a training checkpoint carries besides its weights so that it describes its model (labels,
+    features, shape, detector, meta): `kws export --format npz --model runs/NAME/checkpoint.pt` reads it."""
+    import json
+    return {CHECKPOINT_MODEL: json.dumps(header(from_bundle(bundle)), sort_keys=True)}

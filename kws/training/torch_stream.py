@@ -35,14 +35,14 @@ class TorchFeatures:
 
 
 def torch_parts(model):
-    """-> (bundle, net, streaming features) for a Bundle, an EngineModel or a model path (.pt or .npz;
-    None: the shipped .pt)."""
-    from ..enginefile import EngineModel, as_engine_model, to_bundle
-    from .modelfile import Bundle, load_bundle
+    """-> (bundle, net, streaming features) for a Bundle, an EngineModel or a model path (None: the
+    shipped .npz; an old .pt or a checkpoint too)."""
+    from ..enginefile import EngineModel
+    from .modelfile import Bundle, bundle_from_engine, load_bundle
     if isinstance(model, Bundle):
         bundle = model
-    elif model is None or (not isinstance(model, EngineModel) and not str(model).endswith(".npz")):
-        bundle = load_bundle(model)
+    elif isinstance(model, EngineModel):
+        bundle = bundle_from_engine(model)
     else:
-        bundle = to_bundle(as_engine_model(model))
+        bundle = load_bundle(model)
     return bundle, TorchNet(bundle.model), TorchFeatures(bundle.features)

@@ -29,9 +29,10 @@ from .augment import AugmentConfig, Augmenter
 from ..data.dataset import CLIP, ClipSet
 from ..data.index import NON_KEYWORDS, SILENCE, UNKNOWN, background_files, parse_root, scan_root, select, summary, task_labels
 from ..errors import KwsError
-from ..features import FRONTENDS, MFCC, FeatureConfig
+from ..features import FRONTENDS, FeatureConfig
+from .features_torch import MFCC
 from .model import GRUClassifier, ModelConfig, count_parameters
-from .modelfile import Bundle, save_bundle
+from .modelfile import Bundle, checkpoint_model, save_bundle
 from ..stream import DetectorConfig
 
 
@@ -547,20 +548,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         bundle = Bundle(model=model, features=fcfg, labels=labels, detector=DetectorConfig().to_dict(), meta=meta)
         if score > best:
             best = score
-            save_bundle(bundle, out / "model.pt")
+            save_bundle(bundle, out / "model.npz")
         # the latest weights too: clip accuracy moves by noise late in the schedule, and the annealed last
         # epoch can be the better detector on streams (choose between them on dev streams)
-        save_bundle(bundle, out / "last.pt")
+        save_bundle(bundle, out / "last.npz")
         save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                                "epoch": epoch, "best": best, "history": json.dumps(history),
-                               "torch_rng": torch.get_rng_state(),
+                               "torch_rng": torch.get_rng_state(), **checkpoint_model(bundle),
                                **({"word_head": word_head.state_dict()} if word_head is not None else {})})
         with open(out / "metrics.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(history[0].keys()))
             w.writeheader(); w.writerows(history)
         (out / "metrics.json").write_text(json.dumps(history, indent=1))
         plot_curves(history, out / "training_curves.png")
-    return {"history": history, "best": best, "model": str(out / "model.pt")}
+    return {"history": history, "best": best, "model": str(out / "model.npz")}
 
 
 # TrainConfig fields that are plain `--name VALUE` options, with their types (one list for parser and run)
@@ -593,7 +594,7 @@ PLAIN_OPTIONS = [  # (TrainConfig field, type, help)
 
 
 def add_parser(sub) -> None:
-    from ..cli import SUMMARY
+    from ..commands import SUMMARY
     p = sub.add_parser("train", help=SUMMARY["train"],
                        description="Train the stateful GRU spotter. --data takes one or more roots in Speech "
                                    "Commands layout; ROOT@VAL,TEST sets the speaker split of a root without list files.")
