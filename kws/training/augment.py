@@ -159,25 +159,32 @@ class Augmenter:
         p_sig = float(np.mean(active ** 2)) if active.size else 1e-10
         return np.clip(speech + noise_at_snr(self.noise_window(n), p_sig, rng.uniform(*c.snr_db)), -1.0, 1.0)
 
-    def features(self, mfcc, wave: torch.Tensor) -> torch.Tensor:
+    def features(self, mfcc, wave: torch.Tensor, rngs=None) -> torch.Tensor:
         """[B, N] -> [B, T, F] with a random VTLP warp and spectral tilt per sequence: both are folded
         into a per-sequence filterbank (a gain per FFT bin commutes into the mel matrix), so the
-        features come from the same `frames_to_mfcc` as inference, in float32."""
+        features come from the same `frames_to_mfcc` as inference, in float32. `rngs`: one generator
+        per row (the trainer's: a row's draws then do not depend on the other rows); default self.rng."""
         from .features_torch import frame_signal, frames_to_mfcc
         B = wave.shape[0]
         nf = self.fbanks.shape[-1]
-        tilt = torch.from_numpy(self.rng.uniform(-1, 1, (B, 1, 1)).astype(np.float32) * self.cfg.tilt_db)
+        if rngs is None:
+            tilt, warp = self.rng.uniform(-1, 1, (B, 1, 1)), self.rng.integers(0, len(self.warps), B)
+        else:
+            tilt = np.array([r.uniform(-1, 1) for r in rngs]).reshape(B, 1, 1)
+            warp = np.array([r.integers(0, len(self.warps)) for r in rngs], np.int64)
+        tilt = torch.from_numpy(tilt.astype(np.float32) * self.cfg.tilt_db)
         gain = 10 ** (tilt * torch.linspace(-0.5, 0.5, nf) / 10)                          # [B, 1, F]
-        fb = self.fbanks[torch.from_numpy(self.rng.integers(0, len(self.warps), B))] * gain   # [B, M, F]
+        fb = self.fbanks[torch.from_numpy(warp)] * gain                                   # [B, M, F]
         frames = frame_signal(wave, self.fcfg.n_fft, self.fcfg.hop)
         return frames_to_mfcc(frames, mfcc.window, fb, mfcc.dct, self.fcfg, dtype=torch.float32)
 
-    def spec_augment(self, feats: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-        """Time and frequency masks (SpecAugment), filled with the feature mean."""
-        c, rng = self.cfg, self.rng
+    def spec_augment(self, feats: torch.Tensor, fill: torch.Tensor, rngs=None) -> torch.Tensor:
+        """Time and frequency masks (SpecAugment), filled with the feature mean (`rngs`: as `features`)."""
+        c = self.cfg
         B, T, F = feats.shape
         feats = feats.clone()
         for b in range(B):
+            rng = self.rng if rngs is None else rngs[b]
             for _ in range(c.time_masks * max(1, T // 100)):
                 w = int(rng.integers(0, c.time_mask_frames + 1))
                 t0 = int(rng.integers(0, max(1, T - w)))

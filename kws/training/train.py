@@ -31,6 +31,7 @@ from ..data.index import NON_KEYWORDS, SILENCE, UNKNOWN, background_files, parse
 from ..errors import KwsError
 from ..features import FRONTENDS, FeatureConfig
 from .features_torch import MFCC
+from .distributed import AMP, DEVICES, Dist, cpu_copy, precision, reproducible, setup
 from .model import GRUClassifier, ModelConfig, count_parameters
 from .modelfile import Bundle, checkpoint_model, save_bundle
 from ..stream import DetectorConfig
@@ -67,7 +68,10 @@ class TrainConfig:
     frontend: str = "log"          # feature front end: log mel or pcen (features.FeatureConfig)
     pcen_time_s: float = FeatureConfig.pcen_time_s   # PCEN's smoother time constant
     init: str = ""                 # start from this model file's weights (fine-tuning)
-    threads: int = 1               # torch threads of the trainer; a second process makes the batches
+    threads: int = 1               # torch threads of the trainer; `workers` other processes make the batches
+    workers: int = 1               # batch producer processes (augmentation + features) per trainer process
+    device: str = "auto"           # auto (CUDA where present), cpu, cuda, mps (kws/training/distributed.py)
+    amp: str = "auto"              # mixed precision: auto (bf16 or fp16 on CUDA, off elsewhere), off, bf16, fp16
     select_root: str = ""          # choose the best epoch on this root's validation accuracy (default: mean over roots)
     hard_negatives: float = 0.0    # with init: _unknown_ clips sampled (1 + this * their keyword peak) times as often
     reversed_negatives: float = 0.0   # share of keyword clips played backwards as `_unknown_` (real-voice negatives)
@@ -227,16 +231,28 @@ class BatchMaker:
             ws.append(self.word_id(i, y))
         return wave, spans, ys, sil, ws
 
-    def __call__(self):
-        B, K = self.cfg.batch, self.cfg.seq_clips
-        idx = self.rng.choice(len(self.clips), size=(B, K), p=self.p)
+    def __call__(self, rngs=None):
+        """A batch of cfg.batch sequences from self.rng; or, with `rngs` (one generator per row, as the
+        trainer's producers pass them), one row per generator: every draw of row b (clips, packing,
+        augmentation) then comes from rngs[b] alone, so a row is the same whichever batch, worker or
+        rank makes it."""
+        B, K = (self.cfg.batch if rngs is None else len(rngs)), self.cfg.seq_clips
+        idx = self.rng.choice(len(self.clips), size=(B, K), p=self.p) if rngs is None else None
         wave = np.zeros((B, K * CLIP), np.float32)
         targets, word_targets = [], []
         n_frames = (K * CLIP - self.fcfg.n_fft) // self.fcfg.hop + 1
         window = (self.cfg.target_start, self.cfg.target_end)
+        cdf = None if rngs is None else np.cumsum(self.p)
         for b in range(B):
+            if rngs is not None:       # rng.choice(p=...) without its O(clips) set-up per row
+                self.rng = rngs[b]
+                if self.aug is not None:
+                    self.aug.rng = rngs[b]
+                row = np.minimum(np.searchsorted(cdf, self.rng.random(K) * cdf[-1], side="right"), len(cdf) - 1)
+            else:
+                row = idx[b]
             pack = self.cfg.stream_pack > 0 and self.rng.random() < self.cfg.stream_pack
-            wave[b], spans, ys, sil, ws = self.packed(idx[b], K * CLIP) if pack else self.slotted(idx[b])
+            wave[b], spans, ys, sil, ws = self.packed(row, K * CLIP) if pack else self.slotted(row)
             targets.append(frame_targets(spans, ys, sil, n_frames, self.fcfg, self.silence_idx, self.unknown_idx,
                                          window))
             if self.word_of is not None:     # the word's name on the frames that carry its label
@@ -268,46 +284,63 @@ def mine_hard_negatives(batches: BatchMaker, bundle, clips: ClipSet, unk: int, b
     return peaks
 
 
-def _produce(q, batches: BatchMaker, aug, mfcc, fill, steps: int, seed) -> None:
+def _produce(q, batches: BatchMaker, aug, mfcc, fill, steps, seed, rows) -> None:
+    """One producer: the batches of `steps` (this worker's share of the epoch), rows `rows` of each global
+    batch. Row g of step t draws from default_rng((*seed, t, g)) alone, so the batch sequence depends on
+    the seed and the global batch only: not on the number of workers or ranks, nor on timing."""
     torch.set_num_threads(1)
-    batches.rng = np.random.default_rng(seed)
-    if aug is not None:
-        aug.rng = np.random.default_rng((*seed, 1))
     with torch.no_grad():
-        for _ in range(steps):
-            wave, tgt, words = batches()
-            feats = aug.features(mfcc, wave) if aug is not None else mfcc(wave)
+        for t in steps:
+            rngs = [np.random.default_rng((*seed, t, g)) for g in rows]
+            wave, tgt, words = batches(rngs)
+            feats = aug.features(mfcc, wave, rngs) if aug is not None else mfcc(wave)
             if aug is not None:
-                feats = aug.spec_augment(feats, fill)
+                feats = aug.spec_augment(feats, fill, rngs)
             # numpy: plain pickling, no torch shared-memory fds
             q.put((feats.numpy(), tgt.numpy(), None if words is None else words.numpy()))
 
 
 class BatchFeed:
-    """Makes an epoch's batches (augmentation + features) in a second process while this one trains:
-    on two cores that keeps both busy. Seeded per epoch, so a resumed epoch sees the same batches."""
+    """Makes an epoch's batches (augmentation + features) in `workers` forked processes while this one
+    trains. Worker w makes steps w, w + workers, ...; `get` reads their queues in that fixed order, so the
+    sequence is the same for any worker count. Seeded per epoch, so a resumed epoch sees the same batches.
+    `rows`: this rank's rows of each global batch (default: all cfg.batch rows). `wait_s`: time `get`
+    spent waiting for a batch (the trainer outran the producers)."""
 
-    def __init__(self, batches, aug, mfcc, fill, steps: int, seed):
+    def __init__(self, batches, aug, mfcc, fill, steps: int, seed, workers: int = 1, rows=None,
+                 device: torch.device | None = None):
         import multiprocessing as mp
         ctx = mp.get_context("fork")
-        self.q = ctx.Queue(maxsize=6)
-        self.proc = ctx.Process(target=_produce, args=(self.q, batches, aug, mfcc, fill, steps, seed), daemon=True)
-        self.proc.start()
+        rows = list(range(batches.cfg.batch) if rows is None else rows)
+        n = max(1, min(workers, steps))
+        self.qs = [ctx.Queue(maxsize=max(2, 6 // n)) for _ in range(n)]
+        self.procs = [ctx.Process(target=_produce, args=(q, batches, aug, mfcc, fill, range(w, steps, n), seed, rows),
+                                  daemon=True) for w, q in enumerate(self.qs)]
+        for p in self.procs:
+            p.start()
+        self.step, self.wait_s, self.device = 0, 0.0, device or torch.device("cpu")
 
     def get(self):
+        from .distributed import to_device
+        w = self.step % len(self.qs)
+        t0 = time.perf_counter()
         while True:
             try:
-                feats, tgt, words = self.q.get(timeout=5)
-                return (torch.from_numpy(feats), torch.from_numpy(tgt),
-                        None if words is None else torch.from_numpy(words))
+                feats, tgt, words = self.qs[w].get(timeout=5)
+                break
             except Exception:
-                if not self.proc.is_alive():
-                    raise RuntimeError(f"batch producer died (exit code {self.proc.exitcode}; out of memory?)") from None
+                if not self.procs[w].is_alive():
+                    raise RuntimeError(f"batch producer died (exit code {self.procs[w].exitcode}; "
+                                       "out of memory?)") from None
+        self.step += 1
+        self.wait_s += time.perf_counter() - t0
+        return tuple(to_device(None if x is None else torch.from_numpy(x), self.device) for x in (feats, tgt, words))
 
     def close(self) -> None:
-        self.proc.join(timeout=5)
-        if self.proc.is_alive():
-            self.proc.kill()
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
 
 
 def eval_audio(clips: ClipSet, noises, seed: int) -> np.ndarray:
@@ -328,18 +361,19 @@ def evaluate(model, mfcc, audio: np.ndarray, y: np.ndarray, streams: int = 8) ->
     """Offline: each 1 s clip from zero state, label at its last frame. Streaming: the clips played
     back to back in `streams` long streams, state carried, label at each clip's last frame."""
     model.eval()
+    dev = model.feat_mean.device
     feats = torch.cat([mfcc(torch.from_numpy(audio[i:i + 512])) for i in range(0, len(audio), 512)])
-    off = torch.cat([model(feats[i:i + 512]) for i in range(0, len(feats), 512)]).argmax(-1).numpy()
+    off = torch.cat([model(feats[i:i + 512].to(dev)) for i in range(0, len(feats), 512)]).argmax(-1).cpu().numpy()
     n = len(audio) // streams * streams
     per = n // streams
     stream_pred = np.zeros(n, np.int64)
     if per:
         wave = torch.from_numpy(audio[:n].reshape(streams, per * CLIP))
-        logits, _ = model.forward_all(mfcc(wave))
+        logits, _ = model.forward_all(mfcc(wave).to(dev))
         last = (np.arange(1, per + 1) * CLIP - mfcc.cfg.n_fft) // mfcc.cfg.hop   # last frame inside each clip
         s = model.cfg.stack
         last = (last - s + 1) // s                                                # its model output
-        stream_pred = logits[:, last].argmax(-1).reshape(-1).numpy()
+        stream_pred = logits[:, last].argmax(-1).reshape(-1).cpu().numpy()
     return {"acc": float((off == y).mean()), "stream_acc": float((stream_pred == y[:n]).mean()) if per else float("nan"),
             "n": int(len(y)), "stream_clips_per_stream": int(per), "pred": off}
 
@@ -371,9 +405,36 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 # ------------------------------------------------------------------ main loop
 
+class TrainStep(torch.nn.Module):
+    """The training forward pass as one module (what DistributedDataParallel wraps): the GRU's outputs,
+    dropout, the head and the optional word head -> (logits, word logits or None, final state)."""
+
+    def __init__(self, model: GRUClassifier, word_head: torch.nn.Module | None = None):
+        super().__init__()
+        self.model, self.word_head = model, word_head
+
+    def forward(self, feats, h0=None):
+        hidden, hT = self.model.hidden_all(feats, h0)
+        hidden = self.model.drop(hidden)
+        return self.model.head(hidden), (self.word_head(hidden) if self.word_head is not None else None), hT
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command: str = "") -> dict:
+    """One process, or one rank of a torchrun launch (distributed.setup reads its environment)."""
+    ddp = setup(cfg.device)
+    try:
+        with ddp.quiet():
+            return _train(cfg, ddp, resume, progress and ddp.main, command)
+    finally:
+        ddp.close()
+
+
+def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: str) -> dict:
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)           # the same initial weights on every rank
+    reproducible(ddp.device)
+    if cfg.workers < 1:
+        raise KwsError(f"--workers must be >= 1 (got {cfg.workers})")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.data:
@@ -412,9 +473,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
     missing = [l for l in labels if l not in {it.label for it in train_items}]
     if missing:
         raise KwsError(f"no training clips for label(s): {', '.join(missing)}")
-    train_set = ClipSet(train_items, labels, cfg.cache, "training", progress)
+    with ddp.local_first():    # one process per machine decodes and writes the cache; the others read it
+        train_set = ClipSet(train_items, labels, cfg.cache, "training", progress)
+        val_set = ClipSet(val_items, labels, cfg.cache, "validation", progress) if val_items else None
     root_of = np.array(root_of)[train_set.kept]
-    val_set = ClipSet(val_items, labels, cfg.cache, "validation", progress) if val_items else None
     noises = load_noises(cfg.data)
     unk = labels.index(UNKNOWN) if UNKNOWN in labels else -1
     babble = train_set.audio[train_set.y == unk] if unk >= 0 and (train_set.y == unk).any() else None
@@ -454,10 +516,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
             raise KwsError(f"--word-aux: fewer than 2 words with >= {WORD_AUX_MIN_CLIPS} training clips")
         word_head = torch.nn.Linear(cfg.hidden, len(batches.words))
         print(f"auxiliary word head: {len(batches.words)} words (weight {cfg.word_aux:g})", file=sys.stderr)
+    model.to(ddp.device)
+    if word_head is not None:
+        word_head.to(ddp.device)
+    net = ddp.wrap(TrainStep(model, word_head))    # several ranks: DDP averages the gradients over them
+    prec = precision(cfg.amp, ddp.device)
     params = list(model.parameters()) + (list(word_head.parameters()) if word_head is not None else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch_clips = cfg.epoch_clips or len(train_set)
-    steps = max(1, math.ceil(epoch_clips / (cfg.batch * cfg.seq_clips)))
+    steps = max(1, math.ceil(epoch_clips / (ddp.world * cfg.batch * cfg.seq_clips)))   # global batch: world x batch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
     val_audio = eval_audio(val_set, noises, cfg.seed) if val_set else None
     # accuracy per data root too (silence items count with no root): a synthetic root can hide a
@@ -470,8 +537,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         raise KwsError(f"--select-root {cfg.select_root!r} has no validation clips")
     history, best, start_epoch = [], -1.0, 0
     ckpt = out / "checkpoint.pt"
-    if resume and ckpt.exists():
-        c = torch.load(ckpt, weights_only=True)
+    # rank 0 reads the checkpoint and sends it to the others (no shared file system needed)
+    c = ddp.broadcast(torch.load(ckpt, weights_only=True, map_location="cpu") if ddp.main and ckpt.exists()
+                      else None) if resume else None
+    if c is not None:
         if (word_head is not None) != ("word_head" in c):
             raise KwsError(f"--resume: {ckpt} was trained with{'out' if word_head is not None else ''} --word-aux; "
                            "resume with the same options")
@@ -481,45 +550,60 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         history, best, start_epoch = json.loads(c["history"]), c["best"], c["epoch"] + 1
         torch.set_rng_state(c["torch_rng"])
         print(f"resumed from {ckpt} after epoch {c['epoch'] + 1}", file=sys.stderr)
-    print(f"model: {count_parameters(model)} parameters; {steps} steps/epoch of {cfg.batch}x{cfg.seq_clips} clips",
-          file=sys.stderr)
+    print(f"model: {count_parameters(model)} parameters; {steps} steps/epoch of "
+          + (f"{ddp.world} ranks x " if ddp.ddp else "") + f"{cfg.batch}x{cfg.seq_clips} clips; device {ddp.device}, "
+          f"{prec.name}, {cfg.workers} producer(s)" + (f" per rank" if ddp.ddp else ""), file=sys.stderr)
+    acc_dtype = torch.float32 if ddp.device.type == "mps" else torch.float64
     for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        t0, tot_loss, tot_ok, tot_n = time.time(), 0.0, 0, 0
+        net.train()
+        # dropout's stream per (seed, epoch, rank): a resumed epoch replays, and ranks draw different masks
+        torch.manual_seed(int(np.random.SeedSequence((cfg.seed, epoch, ddp.rank, 11)).generate_state(1)[0]))
+        t0, tot = time.time(), torch.zeros(3, dtype=acc_dtype, device=ddp.device)   # loss, right, labelled frames
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, file=sys.stderr,
                    mininterval=2.0)
-        feed = BatchFeed(batches, aug, mfcc, model.feat_mean.clone(), steps, seed=(cfg.seed, epoch))
+        # this rank's rows r, r + world, ... of each global batch, made by cfg.workers producers
+        feed = BatchFeed(batches, aug, mfcc, model.feat_mean.cpu().clone(), steps, seed=(cfg.seed, epoch),
+                         workers=cfg.workers, rows=ddp.rows(cfg.batch), device=ddp.device)
         state = None   # each epoch starts afresh, so a resumed epoch replays exactly
-        carry_rng = np.random.default_rng((cfg.seed, epoch, 7))
+        carry_rng = np.random.default_rng((cfg.seed, epoch, 7))     # the same on every rank
         for _ in bar:
             feats, tgt, words = feed.get()
             h0 = state if state is not None and carry_rng.random() < cfg.carry_prob else None
-            hidden, hT = model.hidden_all(feats, h0)
-            hidden = model.drop(hidden)
-            logits = model.head(hidden)
+            with prec.autocast():
+                logits, word_logits, hT = net(feats, h0)
             state = hT.detach()
             s = model.cfg.stack
-            tgt = tgt[:, s - 1::s]                     # target of output j: that of its last input frame
-            T = min(logits.shape[1], tgt.shape[1])
-            loss = F.cross_entropy(logits[:, :T].reshape(-1, len(labels)), tgt[:, :T].reshape(-1), ignore_index=-100)
-            if word_head is not None:
-                wt = words[:, s - 1::s][:, :T]
-                if (wt >= 0).any():
-                    loss = loss + cfg.word_aux * F.cross_entropy(
-                        word_head(hidden[:, :T]).reshape(-1, len(batches.words)), wt.reshape(-1), ignore_index=-100)
+            T = min(logits.shape[1], tgt.shape[1] // s)
+            tgt = tgt[:, s - 1::s][:, :T]              # target of output j: that of its last input frame
+            wt = words[:, s - 1::s][:, :T] if word_logits is not None else tgt
+            # mean over the labelled frames of the whole global batch (the ranks' counts summed), times world:
+            # DDP's gradient average then gives exactly the gradient of one process on the global batch
+            n = ddp.all_sum(torch.stack([(tgt >= 0).sum(), (wt >= 0).sum()]).float()).clamp_min(1) / ddp.world
+            loss = F.cross_entropy(logits[:, :T].float().reshape(-1, len(labels)), tgt.reshape(-1),
+                                   ignore_index=-100, reduction="sum") / n[0]
+            if word_logits is not None:
+                loss = loss + cfg.word_aux * F.cross_entropy(
+                    word_logits[:, :T].float().reshape(-1, len(batches.words)), wt.reshape(-1),
+                    ignore_index=-100, reduction="sum") / n[1]
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            prec.scaler.scale(loss).backward()         # the scaler: fp16 only (a pass-through otherwise)
+            prec.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step(); sched.step()
-            m = tgt[:, :T] >= 0
-            tot_ok += int((logits[:, :T].argmax(-1)[m] == tgt[:, :T][m]).sum())
-            tot_n += int(m.sum())
-            tot_loss += float(loss.detach())
-            bar.set_postfix(loss=f"{tot_loss / (bar.n + 1):.3f}", acc=f"{tot_ok / max(1, tot_n):.3f}")
+            prec.scaler.step(opt); prec.scaler.update(); sched.step()
+            m = tgt >= 0
+            tot += torch.stack([loss.detach(), (logits[:, :T].argmax(-1)[m] == tgt[m]).sum(), m.sum()]).to(acc_dtype)
+            if progress and bar.n % 10 == 0:           # reading the sums waits for the device: not every step
+                bar.set_postfix(loss=f"{tot[0] / (bar.n + 1):.3f}", acc=f"{tot[1] / tot[2].clamp_min(1):.3f}")
         feed.close()
+        tot_loss, tot_ok, tot_n = ddp.all_sum(tot).tolist()
+        tot_loss /= ddp.world                          # each rank's loss is world x its share of the global mean
         dt = time.time() - t0
         rec = {"epoch": epoch + 1, "train_loss": tot_loss / steps, "train_acc": tot_ok / max(1, tot_n),
-               "clips_per_s": steps * cfg.batch * cfg.seq_clips / dt, "epoch_s": dt, "lr": sched.get_last_lr()[0]}
+               "clips_per_s": steps * ddp.world * cfg.batch * cfg.seq_clips / dt, "epoch_s": dt,
+               "feed_wait_s": feed.wait_s, "lr": sched.get_last_lr()[0]}
+        if not ddp.main:
+            ddp.barrier()                              # rank 0 evaluates and writes the files meanwhile
+            continue
         per_root = {}   # validation accuracy of each root that has validation clips
         if val_set is not None:
             v = evaluate(model, mfcc, val_audio, val_set.y)
@@ -545,7 +629,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         meta = {"command": command, "train_config": json.dumps(asdict(cfg)), "epoch": epoch + 1,
                 "val_acc": rec["val_acc"], "val_stream_acc": rec["val_stream_acc"],
                 "trained": time.strftime("%Y-%m-%d %H:%M:%S"), "parameters": count_parameters(model)}
-        bundle = Bundle(model=model, features=fcfg, labels=labels, detector=DetectorConfig().to_dict(), meta=meta)
+        bundle = Bundle(model=cpu_copy(model), features=fcfg, labels=labels, detector=DetectorConfig().to_dict(), meta=meta)
         if score > best:
             best = score
             save_bundle(bundle, out / "model.npz")
@@ -561,6 +645,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
             w.writeheader(); w.writerows(history)
         (out / "metrics.json").write_text(json.dumps(history, indent=1))
         plot_curves(history, out / "training_curves.png")
+        ddp.barrier()
     return {"history": history, "best": best, "model": str(out / "model.npz")}
 
 
@@ -576,7 +661,9 @@ PLAIN_OPTIONS = [  # (TrainConfig field, type, help)
     ("dropout", float, "dropout between GRU layers"),
     ("epoch_clips", int, "clips per epoch (0: the size of the training split)"),
     ("seed", int, "random seed (sampling, augmentation, initial weights)"),
-    ("threads", int, "torch threads of the trainer (a second process makes the batches)"),
+    ("threads", int, "torch threads of the trainer (--workers other processes make the batches)"),
+    ("workers", int, "batch producer processes (augmentation + features) per trainer process; the batches "
+                     "are the same for any number"),
     ("unknown_weight", float, "sampling weight of _unknown_ relative to one keyword"),
     ("carry_prob", float, "probability that a sequence starts from the previous batch's final state"),
     ("target_start", float, "a word's label starts this many seconds after its end (negative: inside it)"),
@@ -622,6 +709,12 @@ def add_parser(sub) -> None:
     p.add_argument("--init", default="", metavar="MODEL", help="start from this model's weights (fine-tune)")
     p.add_argument("--no-unknown-inside", action="store_true",
                    help="leave the inside of non-keyword words unlabelled (default: label it _unknown_)")
+    p.add_argument("--device", default=TrainConfig.device, choices=DEVICES,
+                   help="where the model trains: auto (CUDA where present, else CPU), cpu, cuda, mps; several "
+                        "processes: torchrun --nproc-per-node N -m kws train ... (docs/training.md)")
+    p.add_argument("--amp", default=TrainConfig.amp, choices=AMP,
+                   help="mixed precision: auto (bf16 on CUDA where the GPU has it, else fp16 with a gradient "
+                        "scaler; off on CPU and MPS), off, bf16, fp16")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -655,7 +748,7 @@ def run(args) -> int:
                       cache=args.cache or None, augment=not args.no_augment, init=args.init, frontend=args.frontend,
                       augment_overrides=parse_augment(args.augment),
                       unknown_inside=not args.no_unknown_inside, select_root=args.select_root,
-                      **{k: getattr(args, k) for k, _, _ in PLAIN_OPTIONS})
+                      device=args.device, amp=args.amp, **{k: getattr(args, k) for k, _, _ in PLAIN_OPTIONS})
     try:
         r = train(cfg, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
                   command="kws " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
