@@ -292,7 +292,7 @@ def run_record(args) -> int:
 
 def add_parser(sub) -> None:
     import getpass
-    from .cli import SUMMARY
+    from .commands import SUMMARY
     p = sub.add_parser("record", help=SUMMARY["record"],
                        description="Record takes of a word from the microphone (or import audio files) into a "
                                    "Speech Commands-layout folder OUT/WORD/<speaker>_nohash_<n>.wav: each take is "
