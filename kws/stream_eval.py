@@ -375,6 +375,9 @@ def cmd_eval_stream(args) -> int:
     if args.ground_truth and len(datas) > 1:
         raise EvalError("--ground-truth applies to one --data folder; give each folder its own "
                         f"{GROUND_TRUTH}")
+    if args.save_model and Path(args.save_model).suffix != ".npz":      # before the sweep, not after it
+        raise EvalError(f"--save-model {args.save_model}: kws model files are .npz; name it "
+                        f"{Path(args.save_model).with_suffix('.npz').name}")
     thresholds = _parse_thresholds(args.thresholds)
     sets = [_stream_set(d, args.ground_truth, prefix=f"{d}/" if len(datas) > 1 else "") for d in datas]
     data = datas[0] if len(datas) == 1 else " + ".join(map(str, datas))
@@ -545,6 +548,6 @@ def add_parser(sub) -> None:
     p.add_argument("--save-model", default=None, metavar="OUT",
                    help="write a copy of the model whose default threshold is the operating point's "
                         "(with --per-label: the per-keyword thresholds; choose them on a dev set, "
-                        "never on the test streams)")
+                        "never on the test streams); a .npz model file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval_stream)
