@@ -24,9 +24,13 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-# torch is pinned to the CPU wheel: an unpinned torch pulls a multi-GB CUDA build.
-.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/pip install -q --disable-pip-version-check -e '.[train,dev]'
+# torch: the CPU wheel, pinned by constraints/cpu.txt (kws[train] accepts a range; pip alone pulls a
+# multi-GB CUDA build). On a GPU machine with a CUDA torch already in the venv: KWS_CONSTRAINTS= bash install.sh
+# keeps it (docs/training.md).
+CONSTRAINTS=${KWS_CONSTRAINTS-constraints/cpu.txt}
+PIPC=(.venv/bin/pip install -q --disable-pip-version-check ${CONSTRAINTS:+-c "$CONSTRAINTS"})
+[ -z "$CONSTRAINTS" ] || "${PIPC[@]}" torch
+"${PIPC[@]}" -e '.[train,dev]'
 # librosa (the test reference) compiles numba kernels on first use; do it once here, not in the tests.
 .venv/bin/python -c "import numpy as np, librosa; librosa.feature.mfcc(y=np.zeros(16000, np.float32), sr=16000)"
 echo "install.sh: done. Try: .venv/bin/kws listen   (or: .venv/bin/kws --help)"
