@@ -16,7 +16,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,7 @@ class TrainConfig:
     frontend: str = "log"          # feature front end: log mel or pcen (features.FeatureConfig)
     pcen_time_s: float = FeatureConfig.pcen_time_s   # PCEN's smoother time constant
     init: str = ""                 # start from this model file's weights (fine-tuning)
+    init_new_head: bool = False    # with init: its labels may differ; every weight but the output head is copied
     threads: int = 1               # torch threads of the trainer; `workers` other processes make the batches
     workers: int = 1               # batch producer processes (augmentation + features) per trainer process
     device: str = "auto"           # auto (CUDA where present), cpu, cuda, mps (kws/training/distributed.py)
@@ -495,14 +496,24 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
     if cfg.init:
         from .modelfile import load_bundle
         src = load_bundle(cfg.init)
-        if src.labels != labels or src.model.cfg != mcfg:
+        same = src.model.cfg == mcfg or (cfg.init_new_head and replace(src.model.cfg, n_classes=mcfg.n_classes) == mcfg)
+        if not same or (src.labels != labels and not cfg.init_new_head):
             raise KwsError(f"--init {cfg.init}: labels or architecture differ from this run's")
         if src.features != fcfg:
             theirs, ours = src.features.to_dict(), fcfg.to_dict()
             diff = ", ".join(f"{k} {theirs.get(k)}, not {v}" for k, v in ours.items() if theirs.get(k) != v)
             raise KwsError(f"--init {cfg.init}: its features differ from this run's: {diff}")
-        model.load_state_dict(src.model.state_dict())
-        print(f"initialised from {cfg.init}", file=sys.stderr)
+        keep = {k: v for k, v in src.model.state_dict().items()
+                if not (cfg.init_new_head and src.labels != labels and k.startswith("head."))}
+        model.load_state_dict(keep, strict=len(keep) == len(src.model.state_dict()))   # new head: freshly initialised
+        if len(keep) < len(src.model.state_dict()):    # the new head starts from the old rows of labels both have
+            with torch.no_grad():
+                for i, lab in enumerate(labels):
+                    if lab in src.labels:
+                        model.head.weight[i] = src.model.head.weight[src.labels.index(lab)]
+                        model.head.bias[i] = src.model.head.bias[src.labels.index(lab)]
+        print(f"initialised from {cfg.init}" + (" (a new output head)" if len(keep) < len(src.model.state_dict()) else ""),
+              file=sys.stderr)
         if cfg.hard_negatives > 0 and unk >= 0:
             mine_hard_negatives(batches, src, train_set, unk, cfg.hard_negatives, progress)
     elif cfg.hard_negatives > 0:

@@ -1,0 +1,130 @@
+"""`kws wakeword WORD` (issue 23): confusers, CLI errors, and the custom-word flow end to end: takes
+recorded through the PulseAudio virtual microphone (`kws record`, espeak-ng speaking into it), a tiny
+fine-tune (seconds of training, synthetic takes and confusers from espeak-ng), and the word detected in
+a replayed file (`kws listen --input`)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from kws import wakeword as W
+from kws.cli import main
+from pulse import virtual_mic  # noqa: F401  (fixture)
+from test_record import espeak_wav
+
+REPO = Path(__file__).resolve().parent.parent
+SR = 16000
+
+
+def test_confusers_sound_like_the_word():
+    c = W.confusers("marvin")
+    assert "marvin" not in c and len(c) == len(set(c)) >= 12
+    for w in ("martin", "marvel", "mar"):
+        assert w in c, c
+    assert c.index("martin") < c.index("hello") if "hello" in c else True     # the similar ones first
+    assert W.first_syllable("marvin") == "mar" and W.first_syllable("computer") == "com"
+    assert all(re.fullmatch(r"[a-z]+", w) for w in W.confusers("hey_kws"))
+
+
+def _err(capsys) -> str:
+    lines = [l for l in capsys.readouterr().err.strip().splitlines() if l.strip()]
+    assert lines and lines[-1].startswith("kws: error:") and sum(l.startswith("kws: error:") for l in lines) == 1, lines
+    assert not any("Traceback" in l for l in lines)
+    return lines[-1]
+
+
+def test_cli_errors_are_one_line(capsys, tmp_path):
+    assert main(["wakeword", "marvin", "--takes", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in _err(capsys)
+    (tmp_path / "t" / "marvin").mkdir(parents=True)
+    assert main(["wakeword", "marvin", "--takes", str(tmp_path / "t")]) == 2
+    assert "no audio in" in _err(capsys)
+    assert main(["wakeword", "marvin", "--no-tts"]) == 2
+    assert "nothing to learn the word from" in _err(capsys)
+    assert main(["wakeword", "marvin", "--out", str(tmp_path / "m.pt")]) == 2
+    assert "a model file is a .npz" in _err(capsys)
+    assert main(["wakeword", "marvin", "--negatives", str(tmp_path / "none-such")]) == 2
+    assert "--negatives" in _err(capsys)
+
+
+def _record_through_the_mic(mic, word, out: Path, voices) -> list[str]:
+    """`kws record WORD --takes len(voices)` while espeak-ng voices say the word into the virtual mic."""
+    wavs = [espeak_wav(word, out.parent / f"say_{v}.wav", voice=v) for v in voices]
+    p = subprocess.Popen([sys.executable, "-m", "kws.cli", "record", word, "--out", str(out), "--takes",
+                          str(len(voices)), "--seconds", "2", "--pause", "0.2", "--speaker", "tester"], cwd=REPO,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=mic.subprocess_env())
+    err: list[str] = []
+    th = threading.Thread(target=lambda: [err.append(l) for l in p.stderr], daemon=True)
+    th.start()
+    played = 0
+    t_end = time.monotonic() + 120
+    try:
+        while p.poll() is None and time.monotonic() < t_end:
+            n = sum("recording" in l for l in err)
+            if n > played:                                   # a recording started: say the word into it
+                time.sleep(0.4)
+                mic.play(wavs[min(played, len(wavs) - 1)])
+                played = n
+            time.sleep(0.02)
+        rc = p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        th.join(timeout=5)
+    assert rc == 0, "".join(err)
+    return err
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_e2e_custom_word_recorded_trained_and_detected(virtual_mic, tmp_path):
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        pytest.skip("espeak-ng and sox are needed")
+    word = "marvin"
+    takes = tmp_path / "takes"
+    err = _record_through_the_mic(virtual_mic, word, takes, ["en-us+m3", "en-us+m3", "en+f2", "en-gb+m5"])
+    assert len(list((takes / word).glob("tester_nohash_*.wav"))) == 4, "".join(err)
+    # more takes from files, as a user with recordings would add them
+    more = [espeak_wav(word, tmp_path / f"file_{v}.wav", voice=v) for v in ("en-us+m3", "en+f4", "en-us+m1", "en+m2")]
+    assert main(["record", word, "--out", str(takes), "--speaker", "tester", "--from", *map(str, more)]) == 0
+
+    model = tmp_path / "marvin.npz"
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "kws.cli", "wakeword", word, "--takes", str(takes), "--out", str(model),
+                        "--work", str(tmp_path / "work"), "--voices", "8", "--negatives", "none", "--epochs", "2",
+                        "--steps", "60", "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "Traceback" not in r.stderr
+    assert re.search(r"your held-out takes: \d+ of \d+ detected", r.stderr), r.stderr
+    assert re.search(r"false alarms: \d+ in a [\d.]+ min negative stream", r.stderr), r.stderr
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    from kws.enginefile import load_model
+    m = load_model(model)
+    assert m.labels == ["_silence_", "_unknown_", word] and m.detector["threshold"] == pytest.approx(summary["threshold"])
+    assert m.meta["kind"] == "wake-word" and m.meta["word"] == word
+
+    # the word in a replayed file, said by the voice of the takes, between silences and a confuser
+    x = np.concatenate([np.zeros(SR // 2, np.float32), sf.read(espeak_wav(word, tmp_path / "r1.wav", voice="en-us+m3"))[0],
+                        np.zeros(SR, np.float32), sf.read(espeak_wav("hello", tmp_path / "r2.wav", voice="en-us+m3"))[0],
+                        np.zeros(SR, np.float32)]).astype(np.float32)
+    replay = tmp_path / "replay.wav"
+    sf.write(replay, x, SR, subtype="PCM_16")
+    r = subprocess.run([sys.executable, "-m", "kws.cli", "listen", "--model", str(model), "--input", str(replay),
+                        "--fast", "--json", "--threshold", "0.4"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    dets = [json.loads(l) for l in r.stdout.splitlines()]
+    assert [d["label"] for d in dets][:1] == [word], (dets, summary)
+    assert 0.5 < dets[0]["time"] < 2.3, dets
+    print(f"\n[wakeword e2e] {took:.0f} s to train; summary {summary}; replay detections {dets}")
