@@ -387,7 +387,8 @@ def probe_step_s(root: Path, labels, cfg, progress: bool) -> float:
         if t:                                              # the first is warm-up
             times_p.append(t1 - t0)
             times_t.append(t2 - t1)
-    return max(np.median(times_p), np.median(times_t)) * 1.15 + 0.01
+    # x1.4: two timed steps vary, and a busy machine runs the real ones slower (one run here: 0.26 s probed, 0.36 s run)
+    return max(np.median(times_p), np.median(times_t)) * 1.4 + 0.01
 
 
 def run_wakeword(args) -> int:
