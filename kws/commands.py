@@ -15,7 +15,7 @@ COMMANDS = {
     "export": "kws.training.export",
     "serve": "kws.serve",
     "record": "kws.record",
-    "wakeword": "kws.wakeword",
+    "wakeword": "kws.training.wakeword",
 }
 # one-line help of each command (the modules' parsers use these too)
 SUMMARY = {

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from kws import wakeword as W
+from kws.training import wakeword as W
 from kws.cli import main
 from pulse import virtual_mic  # noqa: F401  (fixture)
 from test_record import espeak_wav

@@ -44,9 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import KwsError
+from ..errors import KwsError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SYNTH_SCRIPT = REPO / "data_scripts" / "make_synthetic_commands.py"
 DEFAULT_NEGATIVE_ROOTS = (REPO.parent / "shared" / "real_speech", REPO.parent / "shared" / "real_words",
                           REPO.parent / "shared" / "speech_commands_part", REPO / "data" / "speech_commands")
@@ -186,7 +186,7 @@ def synthesize(words: list[str], renders: dict, max_voices: int, seed: int, prog
                     picked.append(lst.pop())
         settings = picked
     tasks = [(vs, words, renders, seed) for vs in settings]
-    from .progress import progress as bar
+    from ..progress import progress as bar
     res: dict[str, list] = {w: [] for w in words}
     with mp.get_context("fork").Pool(max(1, jobs)) as pool:
         for h, fam, out in bar(pool.imap_unordered(_synth_one, tasks), total=len(tasks), desc="synthetic takes",
@@ -218,7 +218,7 @@ def _noise(kind: str, seconds: float, seed: int) -> np.ndarray:
 
 def real_negatives(roots: list[Path], word: str, n: int, seed: int) -> list:
     """Up to n real clips of any word but `word` from Speech Commands-layout roots (never their testing split)."""
-    from .data.index import scan_root
+    from ..data.index import scan_root
     items = []
     for r in roots:
         items += [it for it in scan_root(r) if it.path and it.split != "testing" and it.word != word
@@ -228,7 +228,7 @@ def real_negatives(roots: list[Path], word: str, n: int, seed: int) -> list:
 
 
 def user_takes(folder: Path, word: str) -> list[Path]:
-    from .audio import is_audio
+    from ..audio import is_audio
     d = folder / word if (folder / word).is_dir() else folder
     return sorted(p for p in d.iterdir() if p.is_file() and is_audio(p)) if d.is_dir() else []
 
@@ -236,8 +236,8 @@ def user_takes(folder: Path, word: str) -> list[Path]:
 def build_set(word: str, takes: list[Path], work: Path, tts: bool, max_voices: int, negative_roots: list[Path],
               n_real: int, seed: int, progress: bool) -> dict:
     """The training root under work/data and the held-out material for the summary."""
-    from .audio import load_clip
-    from .progress import progress as bar
+    from ..audio import load_clip
+    from ..progress import progress as bar
     data = work / "data"
     if data.exists():
         shutil.rmtree(data)
@@ -294,7 +294,7 @@ def build_set(word: str, takes: list[Path], work: Path, tts: bool, max_voices: i
     for r in negative_roots:
         for f in sorted((r / "_background_noise_").glob("*.wav"))[:6]:
             try:
-                from .audio import load
+                from ..audio import load
                 _write(noise_dir / f"{r.name}_{f.name}", load(f)[: 60 * SR])
             except Exception:
                 continue
@@ -312,7 +312,7 @@ def build_set(word: str, takes: list[Path], work: Path, tts: bool, max_voices: i
 
 def peak_scores(model, clips: list[np.ndarray], word: str, pad_s: float = 0.5, tail_s: float = 1.0) -> np.ndarray:
     """Each clip streamed alone (silence before and after): the highest smoothed posterior of `word`."""
-    from .stream import KeywordSpotter, smooth_posteriors
+    from ..stream import KeywordSpotter, smooth_posteriors
     sp = KeywordSpotter(model)
     k = sp.labels.index(word)
     out = []
@@ -335,7 +335,7 @@ def negative_stream(clips: list[np.ndarray], seed: int, noise_db: float = -45.0)
 
 
 def stream_false_alarms(model, x: np.ndarray, word: str, thresholds: np.ndarray) -> np.ndarray:
-    from .stream import KeywordSpotter, detect_frames, smooth_posteriors
+    from ..stream import KeywordSpotter, detect_frames, smooth_posteriors
     sp = KeywordSpotter(model)
     k = sp.labels.index(word)
     sm = smooth_posteriors(sp.step_frames(x), sp.smooth)
@@ -354,13 +354,13 @@ def probe_step_s(root: Path, labels, cfg, progress: bool) -> float:
     """Seconds per training step here: one batch made (augmentation + features, as a producer makes it)
     and one step of the model; the producer runs beside the trainer, so the larger counts."""
     import torch
-    from .data.dataset import ClipSet
-    from .data.index import scan_root, select
-    from .features import FeatureConfig
-    from .training.augment import AugmentConfig, Augmenter
-    from .training.features_torch import MFCC
-    from .training.model import GRUClassifier, ModelConfig
-    from .training.train import BatchMaker, load_noises
+    from ..data.dataset import ClipSet
+    from ..data.index import scan_root, select
+    from ..features import FeatureConfig
+    from .augment import AugmentConfig, Augmenter
+    from .features_torch import MFCC
+    from .model import GRUClassifier, ModelConfig
+    from .train import BatchMaker, load_noises
     fcfg = FeatureConfig()
     items = select(scan_root(root), labels, "training", unknown_pct=None, silence_pct=10, seed=cfg.seed)
     clips = ClipSet(items, labels, cfg.cache, "training", progress)        # the cache train() then reads
@@ -393,7 +393,7 @@ def probe_step_s(root: Path, labels, cfg, progress: bool) -> float:
 
 def run_wakeword(args) -> int:
     t_start = time.monotonic()
-    from .record import sanitize_name
+    from ..record import sanitize_name
     word = sanitize_name(args.word, "word")
     if not (0.5 <= args.minutes <= 600):
         raise WakeWordError(f"--minutes must be between 0.5 and 600, got {args.minutes:g}")
@@ -419,7 +419,7 @@ def run_wakeword(args) -> int:
         for r in roots:
             if not r.is_dir():
                 raise WakeWordError(f"--negatives {r}: no such folder")
-    from .enginefile import default_model_path
+    from ..enginefile import default_model_path
     init = Path(args.init) if args.init else default_model_path()
     if not init.exists():
         raise WakeWordError(f"--init {init}: model file not found")
@@ -438,8 +438,8 @@ def run_wakeword(args) -> int:
           f"{len(built['confusers'])} confusers ({', '.join(built['confusers'])}), {built['real']} real negatives"
           + (f"; {'; '.join(built['notes'])}" if built["notes"] else ""), file=sys.stderr)
 
-    from .data.index import task_labels
-    from .training.train import TrainConfig, train
+    from ..data.index import task_labels
+    from .train import TrainConfig, train
     labels = task_labels("12", [word])
     cfg = TrainConfig(data=[str(built["root"])], words=[word], out=str(work / "run"), init=str(init),
                       init_new_head=True, cache=str(work / "cache"), lr=args.lr, batch=32, seq_clips=4,
@@ -460,7 +460,7 @@ def run_wakeword(args) -> int:
     res = train(cfg, progress=progress, command=" ".join(["kws", "wakeword", *sys.argv[2:]]))
     t_trained = time.monotonic()
 
-    from .enginefile import load_model, save_engine
+    from ..enginefile import load_model, save_engine
     model = load_model(res["model"])
     thresholds = np.round(np.arange(0.5, 0.995, 0.01), 2)
     test_peaks = peak_scores(model, built["test_takes"], word)
@@ -511,7 +511,7 @@ def run_wakeword(args) -> int:
 
 
 def add_parser(sub) -> None:
-    from .commands import SUMMARY
+    from ..commands import SUMMARY
     p = sub.add_parser("wakeword", help=SUMMARY["wakeword"],
                        description="Train a wake-word model for your own word: your takes (kws record) plus "
                                    "synthetic takes and sound-alike negatives from the machine's TTS voices and "
