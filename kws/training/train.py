@@ -718,6 +718,9 @@ def add_parser(sub) -> None:
     p.add_argument("--frontend", default=TrainConfig.frontend, choices=FRONTENDS,
                    help="feature front end: log mel (default) or pcen (per-channel energy normalisation)")
     p.add_argument("--init", default="", metavar="MODEL", help="start from this model's weights (fine-tune)")
+    p.add_argument("--init-new-head", action="store_true",
+                   help="with --init: the labels may differ (e.g. --words marvin from the 12-class model); every "
+                        "weight but the output head is copied, head rows of shared labels included")
     p.add_argument("--no-unknown-inside", action="store_true",
                    help="leave the inside of non-keyword words unlabelled (default: label it _unknown_)")
     p.add_argument("--device", default=TrainConfig.device, choices=DEVICES,
@@ -756,7 +759,7 @@ def parse_augment(spec: str) -> dict:
 def run(args) -> int:
     cfg = TrainConfig(data=args.data, weights=args.weights, root_share=args.root_share, task=args.task,
                       words=[w.strip() for w in args.words.split(",") if w.strip()], out=args.out,
-                      cache=args.cache or None, augment=not args.no_augment, init=args.init, frontend=args.frontend,
+                      cache=args.cache or None, augment=not args.no_augment, init=args.init, init_new_head=args.init_new_head, frontend=args.frontend,
                       augment_overrides=parse_augment(args.augment),
                       unknown_inside=not args.no_unknown_inside, select_root=args.select_root,
                       device=args.device, amp=args.amp, **{k: getattr(args, k) for k, _, _ in PLAIN_OPTIONS})
