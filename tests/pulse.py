@@ -170,3 +170,18 @@ def virtual_mic():
     """A fresh virtual microphone per test (≈ 0.5 s to start)."""
     with VirtualMic() as mic:
         yield mic
+
+
+def wait_for_line(proc, lines: list, pattern: str, count: int = 1, timeout: float = 30.0) -> None:
+    """Wait until `count` of `lines` (appended by a reader thread of proc's output) match `pattern`;
+    otherwise kill proc and fail with the tail of what it printed. Bounded by `timeout`."""
+    import re
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if sum(bool(re.search(pattern, l)) for l in lines) >= count:
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"no {pattern!r} x{count} within {timeout} s (rc {proc.poll()}):\n{''.join(lines)[-3000:]}")

@@ -20,7 +20,7 @@ import soundfile as sf
 
 from kws import listen as L
 from kws.cli import main
-from pulse import VirtualMic, require_pulseaudio, virtual_mic  # noqa: F401  (fixture)
+from pulse import VirtualMic, require_pulseaudio, virtual_mic, wait_for_line  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 HELD_OUT_VOICE = "en-us+m7"
@@ -202,15 +202,7 @@ def test_e2e_retry_when_the_virtual_microphone_goes_away(virtual_mic, tmp_path):
         t.start()
 
     def wait_for(pattern, timeout):
-        t_end = time.monotonic() + timeout
-        while time.monotonic() < t_end:
-            if any(re.search(pattern, l) for l in err):
-                return
-            if p.poll() is not None:
-                break
-            time.sleep(0.05)
-        p.kill()
-        pytest.fail(f"no {pattern!r} within {timeout} s (rc {p.poll()}):\n{''.join(err)[-3000:]}")
+        wait_for_line(p, err, pattern, 1, timeout)
 
     try:
         wait_for(r"listening to", 60)

@@ -2,7 +2,6 @@
 end-to-end run through the PulseAudio virtual microphone (tests/pulse.py) with espeak-ng speaking the word."""
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import soundfile as sf
 
 from kws import record as R
 from kws.cli import main
-from pulse import virtual_mic  # noqa: F401  (fixture)
+from pulse import virtual_mic, wait_for_line  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 SR = 16000
@@ -148,15 +147,7 @@ def test_e2e_record_through_the_virtual_microphone(virtual_mic, tmp_path):
     th.start()
 
     def wait_for(pattern, count=1, timeout=30):
-        t_end = time.monotonic() + timeout
-        while time.monotonic() < t_end:
-            if len([l for l in err if re.search(pattern, l)]) >= count:
-                return
-            if p.poll() is not None:
-                break
-            time.sleep(0.02)
-        p.kill()
-        pytest.fail(f"no {pattern!r} x{count} within {timeout} s:\n{''.join(err)}")
+        wait_for_line(p, err, pattern, count, timeout)
 
     try:
         wait_for(r"take 1/2: recording", 1, 60)              # left silent
