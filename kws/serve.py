@@ -243,9 +243,6 @@ class Service:
         self.opts = opts
         self.served = self._load_models(opts)       # [_Served], in --model order
         self.keywords = [w for m in self.served for w in m.wake.values()]   # every served wake-word name
-        first = self.served[0]
-        # share the loaded model between all spotters (KeywordSpotter takes a loaded model or a path)
-        self.model, self.labels, self.cfg, self.meta = first.model, first.labels, first.cfg, first.meta
         # workers 0: process in the event loop (cheapest on one core: a thread hand-off costs ~20% of a
         # 20 ms chunk's processing); N > 0: N threads (torch releases the GIL in its kernels)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kws-serve") if workers > 0 else None
@@ -268,7 +265,7 @@ class Service:
                 proto = self.KeywordSpotter(spec, threshold=opts.threshold, refractory_s=opts.refractory)
             except ValueError as e:
                 raise ServeError(first_line(e)) from None
-            model = getattr(proto, "bundle", spec)
+            model = getattr(proto, "bundle", spec)   # loaded once, shared by every connection's spotter
             meta = dict(getattr(model, "meta", {}) or {})
             kws = [k for k in proto.labels if k not in NON_KEYWORDS]
             if not kws:
