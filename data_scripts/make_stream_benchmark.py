@@ -15,8 +15,10 @@ Every clip is trimmed to its speech span by frame energy before it is placed, so
 Keyword sources (--keywords-from): synth = the synthetic corpus's testing split (voices.csv split "testing",
 never trained on); real = ../shared/real_speech testing split keyword clips (never used in training); both;
 sc-validation = the validation speakers of ../shared/speech_commands_part (real voices, a DEV set: choose
-thresholds there). With sc-validation the real bait also includes that folder's validation-speaker
-non-keyword words, and `--real-bait 1` makes every bait word real.
+thresholds there); real-validation = ../shared/real_speech's validation split (a DEV set too: for a
+custom wake word such as happy, `--keywords happy`). With sc-validation or real-validation the real bait
+also includes speech_commands_part's validation-speaker words that are not keywords (the ten commands
+too, for a wake word), and `--real-bait 1` makes every bait word real.
 
 Output: OUT/stream_XX.wav, OUT/ground_truth.csv with columns
     file,label,start,end,word,source,snr_db
@@ -111,15 +113,21 @@ def pools(args) -> tuple[list[tuple[str, str, Path]], list[tuple[str, str, Path]
             w = rel.split("/")[0]
             if w in kws and (args.real / rel).exists():
                 keyword.append((w, "real", args.real / rel))
-    if args.keywords_from == "sc-validation":
+    real_dev = args.keywords_from in ("sc-validation", "real-validation")
+    if args.keywords_from == "real-validation":      # e.g. a custom wake word: happy, bed, cat
+        for rel in sorted(read_list(args.real / "validation_list.txt")):
+            w = rel.split("/")[0]
+            if w in kws and (args.real / rel).exists():
+                keyword.append((w, "real", args.real / rel))
+    if real_dev:
         for rel in sorted(read_list(args.sc / "validation_list.txt")):
             w = rel.split("/")[0]
             if not (args.sc / rel).exists():
                 continue
-            if w in kws:
-                keyword.append((w, "real", args.sc / rel))
-            else:
+            if w not in kws:
                 bait.append((w, "real", args.sc / rel))
+            elif args.keywords_from == "sc-validation":
+                keyword.append((w, "real", args.sc / rel))
     for rel in sorted(read_list(args.real / "validation_list.txt")):
         w = rel.split("/")[0]
         if w in REAL_BAIT_WORDS and w not in kws and (args.real / rel).exists():
@@ -127,7 +135,7 @@ def pools(args) -> tuple[list[tuple[str, str, Path]], list[tuple[str, str, Path]
     # real_words' other words (cut from real sentences), only its validation speakers: training reads it
     # as real_words@10,0, i.e. the same speaker-hash rule with 10% validation
     unk = args.real_words / "_unknown_" if args.real_words else None
-    if args.keywords_from == "sc-validation" and unk is not None and unk.is_dir():
+    if real_dev and unk is not None and unk.is_dir():
         for p in sorted(unk.iterdir()):
             if is_audio(p) and which_set(speaker_of(p), 10, 0) == "validation":
                 bait.append((p.name.split("_")[0], "real", p))
@@ -259,7 +267,8 @@ def main() -> None:
     ap.add_argument("--split", choices=("testing", "validation"), default="testing",
                     help="synthetic voices to use: testing (the benchmark) or validation (a dev set for "
                          "choosing detector thresholds without touching the test streams)")
-    ap.add_argument("--keywords-from", choices=("synth", "real", "both", "sc-validation"), default="synth")
+    ap.add_argument("--keywords-from", choices=("synth", "real", "both", "sc-validation", "real-validation"),
+                    default="synth")
     ap.add_argument("--keywords", nargs="+", default=KEYWORDS10)
     ap.add_argument("--synth", type=Path, default=SYNTH, help=f"synthetic corpus (default {SYNTH})")
     ap.add_argument("--real", type=Path, default=REAL, help=f"real speech root (default {REAL})")

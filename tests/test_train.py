@@ -106,6 +106,21 @@ def test_tiny_corpus_trains_well_above_chance(tmp_path):
     assert load_bundle(tmp_path / "run" / "checkpoint.pt").meta["epoch"] == last["epoch"]   # kws export reads it
 
 
+def test_deadline_stops_training_and_still_saves_a_model(tmp_path):
+    """kws wakeword promises a time budget: once deadline_s has passed, the epoch in progress is the last,
+    and the model files are written as at the end of any epoch."""
+    root = make_corpus(tmp_path / "corpus", speakers=6)
+    cfg = tiny_cfg(root, tmp_path / "cut", epochs=3)
+    cfg.deadline_s = 1e-6                      # passed before the first step
+    r = train(cfg, progress=False)
+    assert r["stopped_early"] and len(r["history"]) == 1
+    assert load_bundle(tmp_path / "cut" / "last.npz").meta["epoch"] == 1
+    cfg = tiny_cfg(root, tmp_path / "full", epochs=2)
+    cfg.deadline_s = 3600.0
+    r = train(cfg, progress=False)
+    assert not r["stopped_early"] and len(r["history"]) == 2
+
+
 @pytest.mark.slow
 def test_pcen_front_end_trains_and_is_recorded_in_the_model(tmp_path):
     """`kws train --frontend pcen`: the tiny corpus is learnt with PCEN features too, and the model files

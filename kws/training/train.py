@@ -78,6 +78,7 @@ class TrainConfig:
     reversed_negatives: float = 0.0   # share of keyword clips played backwards as `_unknown_` (real-voice negatives)
     stream_pack: float = 0.0       # share of sequences packed like a live stream (words 0.08-1.5 s apart, one noise bed)
     word_aux: float = 0.0          # weight of an auxiliary loss naming each word (training only; 0: off)
+    deadline_s: float = 0.0        # stop (and save) once training has run this long, whatever is left (0: off)
 
 
 # ------------------------------------------------------------------ data
@@ -431,11 +432,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
 
 
 def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: str) -> dict:
+    t_begin = time.monotonic()            # cfg.deadline_s counts from here
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)           # the same initial weights on every rank
     reproducible(ddp.device)
     if cfg.workers < 1:
         raise KwsError(f"--workers must be >= 1 (got {cfg.workers})")
+    if cfg.deadline_s and ddp.ddp:
+        raise KwsError("a training deadline is for one process (ranks would stop at different steps)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.data:
@@ -565,6 +569,7 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
           + (f"{ddp.world} ranks x " if ddp.ddp else "") + f"{cfg.batch}x{cfg.seq_clips} clips; device {ddp.device}, "
           f"{prec.name}, {cfg.workers} producer(s)" + (f" per rank" if ddp.ddp else ""), file=sys.stderr)
     acc_dtype = torch.float32 if ddp.device.type == "mps" else torch.float64
+    stopped = False          # cfg.deadline_s reached: this epoch is cut short, and it is the last
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         # dropout's stream per (seed, epoch, rank): a resumed epoch replays, and ranks draw different masks
@@ -577,7 +582,12 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
                          workers=cfg.workers, rows=ddp.rows(cfg.batch), device=ddp.device)
         state = None   # each epoch starts afresh, so a resumed epoch replays exactly
         carry_rng = np.random.default_rng((cfg.seed, epoch, 7))     # the same on every rank
+        done = 0
         for _ in bar:
+            if cfg.deadline_s and time.monotonic() - t_begin > cfg.deadline_s:
+                stopped = True
+                break
+            done += 1
             feats, tgt, words = feed.get()
             h0 = state if state is not None and carry_rng.random() < cfg.carry_prob else None
             with prec.autocast():
@@ -609,9 +619,12 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
         tot_loss, tot_ok, tot_n = ddp.all_sum(tot).tolist()
         tot_loss /= ddp.world                          # each rank's loss is world x its share of the global mean
         dt = time.time() - t0
-        rec = {"epoch": epoch + 1, "train_loss": tot_loss / steps, "train_acc": tot_ok / max(1, tot_n),
-               "clips_per_s": steps * ddp.world * cfg.batch * cfg.seq_clips / dt, "epoch_s": dt,
+        rec = {"epoch": epoch + 1, "train_loss": tot_loss / max(1, done), "train_acc": tot_ok / max(1, tot_n),
+               "clips_per_s": done * ddp.world * cfg.batch * cfg.seq_clips / dt, "epoch_s": dt,
                "feed_wait_s": feed.wait_s, "lr": sched.get_last_lr()[0]}
+        if stopped:
+            print(f"training deadline ({cfg.deadline_s:.0f} s) reached: epoch {epoch + 1} stopped after {done} of "
+                  f"{steps} steps", file=sys.stderr)
         if not ddp.main:
             ddp.barrier()                              # rank 0 evaluates and writes the files meanwhile
             continue
@@ -657,7 +670,9 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
         (out / "metrics.json").write_text(json.dumps(history, indent=1))
         plot_curves(history, out / "training_curves.png")
         ddp.barrier()
-    return {"history": history, "best": best, "model": str(out / "model.npz")}
+        if stopped:
+            break
+    return {"history": history, "best": best, "model": str(out / "model.npz"), "stopped_early": stopped}
 
 
 # TrainConfig fields that are plain `--name VALUE` options, with their types (one list for parser and run)

@@ -217,11 +217,12 @@ def _noise(kind: str, seconds: float, seed: int) -> np.ndarray:
 
 
 def real_negatives(roots: list[Path], word: str, n: int, seed: int) -> list:
-    """Up to n real clips of any word but `word` from Speech Commands-layout roots (never their testing split)."""
+    """Up to n real clips of any word but `word` from Speech Commands-layout roots, from their training split
+    only: their validation and testing speakers stay unheard, so what is measured on them holds."""
     from ..data.index import scan_root
     items = []
     for r in roots:
-        items += [it for it in scan_root(r) if it.path and it.split != "testing" and it.word != word
+        items += [it for it in scan_root(r) if it.path and it.split == "training" and it.word != word
                   and it.label != word and not Path(it.path).name.startswith(f"{word}_")]
     random.Random(seed).shuffle(items)
     return items[:n]
@@ -454,11 +455,16 @@ def run_wakeword(args) -> int:
         raise WakeWordError(f"the time budget leaves {max(left, 0):.0f} s for training ({step_s:.2f} s a step here): "
                             f"raise --minutes or use fewer --voices / --real-negatives")
     cfg.epochs, cfg.epoch_clips = epochs, steps * cfg.batch * cfg.seq_clips
+    # a hard stop too: the probe can misjudge a machine that gets busier, and the budget is a promise
+    cfg.deadline_s = max(10.0, args.minutes * 60 - (time.monotonic() - t_start) - eval_reserve)
     print(f"kws wakeword: fine-tuning from {init}: {epochs} epoch(s) x {steps} steps ({step_s:.2f} s a step "
           f"measured here, ~{epochs * steps * step_s / 60:.1f} min)", file=sys.stderr)
     t_train = time.monotonic()
     res = train(cfg, progress=progress, command=" ".join(["kws", "wakeword", *sys.argv[2:]]))
     t_trained = time.monotonic()
+    if res.get("stopped_early"):
+        print(f"kws wakeword: the time budget ran out before the planned steps: the model is the one at the "
+              f"deadline (raise --minutes for the full schedule)", file=sys.stderr)
 
     from ..enginefile import load_model, save_engine
     model = load_model(res["model"])
@@ -505,7 +511,8 @@ def run_wakeword(args) -> int:
                "heldout_recall": recall, "heldout_scores": [round(float(p), 4) for p in test_peaks],
                "synthetic_heldout_recall": held_recall, "stream_minutes": len(x) / SR / 60,
                "stream_false_alarms": int(fa[i]), "fa_per_hour": fa_h, "seconds": total,
-               "seconds_training": t_trained - t_train, "steps": epochs * steps, "step_s": step_s}
+               "seconds_training": t_trained - t_train, "steps": epochs * steps, "step_s": step_s,
+               "stopped_at_deadline": bool(res.get("stopped_early"))}
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
     return 0
 
