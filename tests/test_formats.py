@@ -131,3 +131,39 @@ def test_stream_benchmark_takes_opus_keywords_and_flac_noise(tmp_path):
     assert meta["keyword_occurrences"] > 0 and meta["bait_words"] > 0
     assert set(meta["per_keyword"]) <= {"yes", "stop"} and meta["noise_files"] == ["n.flac"]
     assert set(meta["bait_sources"]) == {"real"}
+
+
+@pytest.mark.slow
+def test_stream_benchmark_real_validation_makes_a_wake_word_the_only_target(tmp_path):
+    """--keywords-from real-validation (a custom wake word): keywords from real_speech's validation split,
+    and the Speech Commands part's words, the ten commands included, are all bait."""
+    sc, real, synth = tmp_path / "sc", tmp_path / "real", tmp_path / "synth"
+    sc_val, real_val = [], []
+    for i, word in enumerate(["yes", "stop", "happy"]):
+        for s in range(3):
+            rel = f"{word}/{s:04x}{i:04x}_nohash_0.opus"
+            write(sc / rel, speech_like(0.8, seed=30 * i + s) * 0.5)
+            sc_val.append(rel)
+    for s in range(4):
+        for word in ("happy", "bed"):
+            rel = f"{word}/{s:04x}beef_nohash_0.wav"
+            write(real / rel, speech_like(0.7, seed=90 + s) * 0.5)
+            real_val.append(rel)
+    (sc / "validation_list.txt").write_text("\n".join(sc_val) + "\n")
+    (real / "validation_list.txt").write_text("\n".join(real_val) + "\n")
+    write(real / "_background_noise_" / "n.wav", np.random.default_rng(1).normal(0, .1, 5 * SR).astype(np.float32))
+    synth.mkdir()
+    out = tmp_path / "streams"
+    r = subprocess.run([sys.executable, str(REPO / "data_scripts" / "make_stream_benchmark.py"), "--out", str(out),
+                        "--minutes", "1", "--files", "1", "--keywords", "happy", "--keywords-from", "real-validation",
+                        "--real-bait", "1", "--sc", str(sc), "--real", str(real), "--synth", str(synth),
+                        "--real-words", "", "--keyword-rate", "0.3"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import csv
+    rows = list(csv.DictReader(open(out / "ground_truth.csv")))
+    kw = [r for r in rows if r["label"] != "_unknown_"]
+    assert kw and {r["label"] for r in kw} == {"happy"}
+    assert json.loads((out / "benchmark.json").read_text())["keyword_pool"] == 4   # real_speech's 4, not SC's 3
+    bait = {r["word"] for r in rows if r["label"] == "_unknown_"}
+    assert "happy" not in bait and {"yes", "stop"} & bait      # the commands are bait for a wake word
