@@ -349,6 +349,13 @@ def test_boost_keeps_class_shares_and_hard_negatives_need_init(tmp_path):
         setattr(cfg, field, value)
         with pytest.raises(Exception, match=msg):
             train(cfg, progress=False)
+    # a new head (other keywords than the init model's): its near-misses name the wrong words
+    cfg = tiny_cfg(root, tmp_path / "src", epochs=1)
+    train(cfg, progress=False)
+    cfg = tiny_cfg(root, tmp_path / "new", epochs=1)
+    cfg.words, cfg.init, cfg.init_new_head, cfg.hard_negatives = ["bed"], str(tmp_path / "src" / "model.npz"), True, 2.0
+    with pytest.raises(Exception, match="has no bed"):
+        train(cfg, progress=False)
 
 
 def test_hard_negative_mining_boosts_the_unknown_clips_the_init_model_nearly_fires_on(tmp_path):

@@ -519,6 +519,10 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
         print(f"initialised from {cfg.init}" + (" (a new output head)" if len(keep) < len(src.model.state_dict()) else ""),
               file=sys.stderr)
         if cfg.hard_negatives > 0 and unk >= 0:
+            if set(labels) - set(src.labels):
+                raise KwsError(f"--hard-negatives mines the near-misses of the --init model's keywords, and it has no "
+                               f"{', '.join(sorted(set(labels) - set(src.labels)))}: fine-tune once without it, "
+                               "then mine with that model as --init")
             mine_hard_negatives(batches, src, train_set, unk, cfg.hard_negatives, progress)
     elif cfg.hard_negatives > 0:
         raise KwsError("--hard-negatives needs --init MODEL: the model whose near-misses are mined")
@@ -550,7 +554,7 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
         raise KwsError(f"--select-root {cfg.select_root!r} is not one of the data roots ({', '.join(root_names)})")
     if cfg.select_root and (val_root is None or not (val_root == root_names.index(cfg.select_root)).any()):
         raise KwsError(f"--select-root {cfg.select_root!r} has no validation clips")
-    history, best, start_epoch = [], -1.0, 0
+    history, best, start_epoch = [], -math.inf, 0     # the score may be -loss (no validation set)
     ckpt = out / "checkpoint.pt"
     # rank 0 reads the checkpoint and sends it to the others (no shared file system needed)
     c = ddp.broadcast(torch.load(ckpt, weights_only=True, map_location="cpu") if ddp.main and ckpt.exists()
@@ -644,6 +648,8 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
             score = per_root[cfg.select_root]
         elif len(per_root) > 1:   # several roots: the mean over roots, so a small real-voice root counts
             score = float(np.mean(list(per_root.values())))
+        if not math.isfinite(score):   # too few validation clips for the streaming reading: the clip one, else -loss
+            score = rec["val_acc"] if math.isfinite(rec["val_acc"]) else -rec["train_loss"]
         rec["select_score"] = score
         history.append(rec)
         print(f"epoch {epoch + 1}: loss {rec['train_loss']:.3f} val acc {rec['val_acc']:.4f} "
