@@ -128,3 +128,43 @@ def test_e2e_custom_word_recorded_trained_and_detected(virtual_mic, tmp_path):
     assert [d["label"] for d in dets][:1] == [word], (dets, summary)
     assert 0.5 < dets[0]["time"] < 2.3, dets
     print(f"\n[wakeword e2e] {took:.0f} s to train; summary {summary}; replay detections {dets}")
+
+
+def test_real_negatives_come_from_training_splits_only(tmp_path):
+    """The negatives of the flow never include a validation or testing speaker: the few-shot benchmark
+    (benchmarks/wakeword_fewshot.py) measures on those."""
+    root = tmp_path / "r"
+    val = []
+    for w in ("bed", "cat", "happy"):
+        for s in range(12):
+            p = root / w / f"{s:04x}{ord(w[0]):04x}_nohash_0.wav"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(p, np.zeros(1600, np.float32), SR)
+            if s < 3:
+                val.append(f"{w}/{p.name}")
+    (root / "validation_list.txt").write_text("\n".join(val) + "\n")
+    (root / "testing_list.txt").write_text("")
+    got = W.real_negatives([root], "happy", 100, seed=0)
+    assert got and {it.word for it in got} == {"bed", "cat"}
+    assert {it.split for it in got} == {"training"} and len(got) == 18
+
+
+def test_fewshot_enrollment_takes_few_speakers_of_the_training_split(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import wakeword_fewshot as FS
+    root = tmp_path / "r"
+    val = []
+    for s, n in enumerate([5, 4, 4, 3, 1, 1]):
+        for k in range(n):
+            p = root / "happy" / f"{s:08x}_nohash_{k}.wav"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(p, np.zeros(1600, np.float32), SR)
+            if s == 5:
+                val.append(f"happy/{p.name}")
+    (root / "validation_list.txt").write_text("\n".join(val) + "\n")
+    (root / "testing_list.txt").write_text("")
+    got = FS.enrollment(root, "happy", 10, 3, seed=0)
+    assert len(got) == 10 and len({it.speaker for it in got}) == 3
+    assert {it.split for it in got} == {"training"}
+    held = FS.heldout_clips(root, "happy", {it.speaker for it in got})
+    assert [it.speaker for it in held] == [f"{5:08x}"]

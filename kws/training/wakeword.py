@@ -68,7 +68,8 @@ movie muffin napkin never number ocean orange order oven paper parcel parking pa
 pencil people pepper person picture pillow planet pocket potato pumpkin question rabbit raven river
 robin rocket salmon silver simple sister starving carving seven sheila something spider summer sunday
 table tablet tennis thank timber today tomorrow turning under vermin virgin visual water weather window
-winter without wonder yellow yesterday zero
+winter without wonder yellow yesterday zero happen hobby hippie puppy poppy copy heavy hockey snappy
+sappy nappy harpy hefty jumpy lucky funny sunny bunny money penny pepper copper chopper shopping
 """.split()
 
 
@@ -277,7 +278,8 @@ def build_set(word: str, takes: list[Path], work: Path, tts: bool, max_voices: i
             _write(data / word / f"user{r}_nohash_{i}.wav", x)
     test_audio = [load_clip(p) for p in test_takes]
     # real speech as negatives; a separate draw for the negative stream
-    reals = real_negatives(negative_roots, word, n_real + n_real // 5, seed) if n_real > 0 else []
+    # the threshold is chosen on the stream: a bigger one than a fifth of n_real misjudged real streams
+    reals = real_negatives(negative_roots, word, n_real + n_real // 2, seed) if n_real > 0 else []
     stream_real = reals[n_real:]
     for i, it in enumerate(bar(reals[:n_real], desc="real negatives", unit="clip", disable=not progress,
                                file=sys.stderr, mininterval=1.0)):
@@ -529,7 +531,7 @@ def add_parser(sub) -> None:
     p.add_argument("--takes", default=None, metavar="DIR", help="folder with WORD/ of your takes (kws record --out DIR)")
     p.add_argument("--tts", action=__import__("argparse").BooleanOptionalAction, default=True,
                    help="synthetic takes and confusers from the TTS voices on this machine (default on)")
-    p.add_argument("--voices", type=int, default=24, help="TTS voice settings to use at most (default 24)")
+    p.add_argument("--voices", type=int, default=48, help="TTS voice settings to use at most (default 48)")
     p.add_argument("--negatives", nargs="+", default=None, metavar="ROOT",
                    help="Speech Commands-layout roots of real speech used as negatives ('none': none; "
                         "default: those of ../shared/real_speech, real_words, speech_commands_part that exist)")
