@@ -154,18 +154,32 @@ def _read(path) -> np.ndarray:
     return x.mean(1) if sr == SR else np.zeros(0, np.float32)
 
 
-def oww_stream_probs(F, head, x: np.ndarray, rng):
-    """(detection times [T], P(word) [T]) for every 80 ms step with a full 9-embedding window."""
+def oww_stream_probs(F, head, x: np.ndarray, rng, seg_s: float = 60.0, context_s: float = 3.0):
+    """(detection times [T], P(word) [T]) for every 80 ms step with a full 9-embedding window. In segments
+    of seg_s with context_s of audio before each (outputs in the context are dropped): one pass over a
+    10-minute file took 8 GB in onnxruntime."""
     import peer_openwakeword as OW
-    emb = F._get_embeddings(OW.to_i16(x, rng))
-    n = len(emb)
-    if n < OW.N_EMB:
+    times, probs = [], []
+    seg, ctx = int(seg_s * SR), int(context_s * SR)
+    for s in range(0, len(x), seg):
+        a = max(0, s - ctx)
+        emb = F._get_embeddings(OW.to_i16(x[a:s + seg], rng))
+        n = len(emb)
+        if n < OW.N_EMB:
+            continue
+        idx = np.arange(OW.N_EMB - 1, n)
+        t_end = a / SR + ((8 * idx + 76) * 160 + 400) / SR
+        keep = (t_end >= s / SR) | (a == 0)
+        keep &= t_end < (s + seg) / SR
+        if not keep.any():
+            continue
+        idx = idx[keep]
+        X = np.stack([emb[i - OW.N_EMB + 1:i + 1].reshape(-1) for i in idx])
+        probs.append(head.predict_proba(X)[:, list(head.classes_).index(1)])
+        times.append(np.ceil(t_end[keep] / CHUNK_S - 1e-9) * CHUNK_S)
+    if not times:
         return np.zeros(0), np.zeros(0)
-    idx = np.arange(OW.N_EMB - 1, n)
-    X = np.stack([emb[i - OW.N_EMB + 1:i + 1].reshape(-1) for i in idx])
-    p = head.predict_proba(X)[:, list(head.classes_).index(1)]
-    t_end = ((8 * idx + 76) * 160 + 400) / SR
-    return np.ceil(t_end / CHUNK_S - 1e-9) * CHUNK_S, p
+    return np.concatenate(times), np.concatenate(probs)
 
 
 def run_oww(word: str, data: Path, clips: list[np.ndarray], streams: list[Path], out: Path) -> dict:
