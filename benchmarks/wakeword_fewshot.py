@@ -132,15 +132,7 @@ def oww_training_windows(data: Path, word: str, rng: np.random.Generator):
 
     waves, y = [], []
     for it in items:
-        x = load_clip(it.path)
-        w = np.zeros(OW.WIN, np.float32)
-        o = int(rng.integers(0, OW.WIN - len(x) + 1))
-        w[o:o + len(x)] = x
-        if noises and rng.random() < 0.8:
-            nz = noise_window(OW.WIN)
-            snr = rng.uniform(5, 30)
-            w = w + nz * np.sqrt((np.mean(w ** 2) + 1e-12) / (np.mean(nz ** 2) + 1e-12) / 10 ** (snr / 10))
-        waves.append(np.clip(w, -1, 1).astype(np.float32))
+        waves.append(OW.training_window(load_clip(it.path), noise_window if noises else None, rng))
         y.append(int(it.word == word))
     for _ in range(150 if noises else 0):
         waves.append((noise_window(OW.WIN) * rng.uniform(0, 1)).astype(np.float32))

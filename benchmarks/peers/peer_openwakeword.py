@@ -78,6 +78,20 @@ def train_config(inp: dict) -> dict:
     return {**TRAIN_DEFAULT, **(inp.get("openwakeword_train") or {})}
 
 
+def training_window(x: np.ndarray, noise_window, rng: np.random.Generator) -> np.ndarray:
+    """A clip at a random place of a 1.5 s window, over background noise (noise_window(n)) at 5-30 dB SNR
+    on 80% of the windows: the head's augmentation."""
+    w = np.zeros(WIN, np.float32)
+    o = int(rng.integers(0, WIN - len(x) + 1))
+    w[o:o + len(x)] = x[:WIN]
+    if noise_window is not None and rng.random() < 0.8:
+        nz = noise_window(WIN)
+        snr = rng.uniform(5, 30)
+        ps, pn = np.mean(w ** 2) + 1e-12, np.mean(nz ** 2) + 1e-12
+        w = w + nz * np.sqrt(ps / pn / 10 ** (snr / 10))
+    return np.clip(w, -1, 1).astype(np.float32)
+
+
 def training_set(rng: np.random.Generator, cfg: dict):
     from kws.audio import load_clip
     from kws.data.index import scan_root
@@ -108,16 +122,7 @@ def training_set(rng: np.random.Generator, cfg: dict):
 
     waves, labels = [], []
     for p, lab in chosen:
-        x = load_clip(p)
-        w = np.zeros(WIN, np.float32)
-        o = int(rng.integers(0, WIN - len(x) + 1))
-        w[o:o + len(x)] = x
-        if rng.random() < 0.8:
-            nz = noise_window(noises, WIN)
-            snr = rng.uniform(5, 30)
-            ps, pn = np.mean(w ** 2) + 1e-12, np.mean(nz ** 2) + 1e-12
-            w = w + nz * np.sqrt(ps / pn / 10 ** (snr / 10))
-        waves.append(np.clip(w, -1, 1).astype(np.float32))
+        waves.append(training_window(load_clip(p), lambda n: noise_window(noises, n), rng))
         labels.append(lab)
     for _ in range(cfg["silence"] if real_noise else 0):
         waves.append((noise_window(real_noise, WIN) * rng.uniform(0, 1)).astype(np.float32))
