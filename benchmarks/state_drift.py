@@ -18,7 +18,7 @@ model = load_model(sys.argv[1]); Rs = [float(r) for r in sys.argv[2].split(',')]
 dirs = [Path(d) for d in sys.argv[3:]]
 labels = model.labels; kws = [l for l in labels if not l.startswith('_')]
 sp = KeywordSpotter(model)
-files, occs, words, secs = {}, {}, {}, 0
+files, occs, words = {}, {}, {}
 for d in dirs:
     for o in read_ground_truth(d / 'ground_truth.csv'):
         name = f"{d}/{o.file}"
@@ -27,7 +27,6 @@ for d in dirs:
             occs.setdefault(name, []).append(o)
     for w in sorted(d.glob('*.wav')):
         files[f"{d}/{w.name}"] = w
-res = {}
 audio = {n: load(p) for n, p in files.items()}
 secs = sum(len(x) for x in audio.values()) / 16000
 for R in [0.0] + Rs:

@@ -40,7 +40,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks" / "peers"))
 SR = 16000
 BUDGETS = (0.5, 1.0, 2.0)
-CHUNK_S = 0.1
 
 
 def enrollment(root: Path, word: str, n: int, max_speakers: int, seed: int) -> list:
@@ -119,10 +118,11 @@ def oww_training_windows(data: Path, word: str, rng: np.random.Generator):
     a random place in the 1.5 s window, background noise at 5-30 dB SNR on 80% of the windows."""
     from kws.audio import load_clip
     from kws.data.index import scan_root
+    import common as C
     import peer_openwakeword as OW
     items = [it for it in scan_root(data) if it.split == "training" and it.path]
     noise_files = sorted((data / "_background_noise_").glob("*.wav"))
-    noises = [_read(f) for f in noise_files]
+    noises = [C.read_wav(f) for f in noise_files]
     noises = [z for z in noises if len(z) > OW.WIN]
 
     def noise_window(n):
@@ -140,38 +140,11 @@ def oww_training_windows(data: Path, word: str, rng: np.random.Generator):
     return waves, np.array(y)
 
 
-def _read(path) -> np.ndarray:
-    import soundfile as sf
-    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    return x.mean(1) if sr == SR else np.zeros(0, np.float32)
-
-
-def oww_stream_probs(F, head, x: np.ndarray, rng, seg_s: float = 60.0, context_s: float = 3.0):
-    """(detection times [T], P(word) [T]) for every 80 ms step with a full 9-embedding window. In segments
-    of seg_s with context_s of audio before each (outputs in the context are dropped): one pass over a
-    10-minute file took 8 GB in onnxruntime."""
+def oww_stream_probs(F, head, x: np.ndarray, rng):
+    """(detection times [T], P(word) [T]), embedded in 60 s segments (peer_openwakeword.stream_windows)."""
     import peer_openwakeword as OW
-    times, probs = [], []
-    seg, ctx = int(seg_s * SR), int(context_s * SR)
-    for s in range(0, len(x), seg):
-        a = max(0, s - ctx)
-        emb = F._get_embeddings(OW.to_i16(x[a:s + seg], rng))
-        n = len(emb)
-        if n < OW.N_EMB:
-            continue
-        idx = np.arange(OW.N_EMB - 1, n)
-        t_end = a / SR + ((8 * idx + 76) * 160 + 400) / SR
-        keep = (t_end >= s / SR) | (a == 0)
-        keep &= t_end < (s + seg) / SR
-        if not keep.any():
-            continue
-        idx = idx[keep]
-        X = np.stack([emb[i - OW.N_EMB + 1:i + 1].reshape(-1) for i in idx])
-        probs.append(head.predict_proba(X)[:, list(head.classes_).index(1)])
-        times.append(np.ceil(t_end[keep] / CHUNK_S - 1e-9) * CHUNK_S)
-    if not times:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate(times), np.concatenate(probs)
+    t, X = OW.stream_windows(F, x, rng, seg_s=60.0)
+    return t, (head.predict_proba(X)[:, list(head.classes_).index(1)] if len(t) else np.zeros(0))
 
 
 def run_oww(word: str, data: Path, clips: list[np.ndarray], streams: list[Path], out: Path) -> dict:

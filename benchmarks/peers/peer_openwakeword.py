@@ -160,14 +160,36 @@ def train_head(cache: Path, cfg: dict | None = None):
     return head, head_path
 
 
+def stream_windows(F, x: np.ndarray, rng, seg_s: float | None = None, context_s: float = 3.0):
+    """-> detection times [T] and head inputs [T, 9*96], one per 80 ms step with a full 9-embedding window.
+    seg_s: embed in segments of seg_s with context_s of audio before each (their outputs dropped): one pass
+    over a 10-minute file took 8 GB in onnxruntime. None: the whole file in one pass."""
+    sr = 16000
+    seg = len(x) if seg_s is None else int(seg_s * sr)
+    times, feats = [], []
+    for s in range(0, max(len(x), 1), max(seg, 1)):
+        a = max(0, s - int(context_s * sr)) if seg_s is not None else s
+        emb = F._get_embeddings(to_i16(x[a:s + seg], rng))          # [n, 96], window i = mel frames 8i..8i+76
+        n = len(emb)
+        if n < N_EMB:
+            continue
+        idx = np.arange(N_EMB - 1, n)
+        t_end = a / sr + ((8 * idx + 76) * 160 + 400) / sr        # last sample of the window's last mel frame
+        keep = ((t_end >= s / sr) | (a == 0)) & (t_end < (s + seg) / sr) if seg_s is not None else slice(None)
+        idx, t_end = idx[keep], t_end[keep]
+        if len(idx):
+            feats.append(np.stack([emb[i - N_EMB + 1:i + 1].reshape(-1) for i in idx]))
+            times.append(np.ceil(t_end / C.CHUNK_S - 1e-9) * C.CHUNK_S)
+    if not times:
+        return np.zeros(0), np.zeros((0, N_EMB * 96), np.float32)
+    return np.concatenate(times), np.concatenate(feats)
+
+
 def stream_scores(F, head, x: np.ndarray, rng):
     """-> times [T], best keyword [T], its probability [T] for every 80 ms step with a full window."""
-    emb = F._get_embeddings(to_i16(x, rng))                      # [n, 96], window i = mel frames 8i..8i+76
-    n = len(emb)
-    if n < N_EMB:
+    t, X = stream_windows(F, x, rng)
+    if not len(t):
         return np.zeros(0), np.zeros(0, int), np.zeros(0)
-    idx = np.arange(N_EMB - 1, n)
-    X = np.stack([emb[i - N_EMB + 1:i + 1].reshape(-1) for i in idx])
     P = head.predict_proba(X)
     cls = list(head.classes_)
     pk = np.zeros((len(P), len(C.KEYWORDS)), np.float32)   # a class the head never saw: probability 0
@@ -175,8 +197,6 @@ def stream_scores(F, head, x: np.ndarray, rng):
         if k in cls:
             pk[:, j] = P[:, cls.index(k)]
     best = pk.argmax(1)
-    t_end = ((8 * idx + 76) * 160 + 400) / 16000               # last sample of the window's last mel frame
-    t = np.ceil(t_end / C.CHUNK_S - 1e-9) * C.CHUNK_S
     return t, best, pk[np.arange(len(pk)), best]
 
 

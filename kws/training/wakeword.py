@@ -300,7 +300,8 @@ def build_set(word: str, takes: list[Path], work: Path, tts: bool, max_voices: i
             stream_neg.append(load_clip(it.path))
         except Exception:
             continue
-    if len(stream_neg) < MIN_REAL_STREAM_CLIPS:
+    stream_soundalikes = len(stream_neg) < MIN_REAL_STREAM_CLIPS
+    if stream_soundalikes:
         stream_neg += held_neg
     noise_dir = data / "_background_noise_"
     for r in negative_roots:
@@ -316,7 +317,7 @@ def build_set(word: str, takes: list[Path], work: Path, tts: bool, max_voices: i
     (data / "testing_list.txt").write_text("")
     return {"root": data, "train_takes": len(train_takes), "repeat": rep, "test_takes": test_audio,
             "test_names": [str(p) for p in test_takes], "held_pos": held_pos, "stream_neg": stream_neg,
-            "held_neg": held_neg,
+            "held_neg": held_neg, "stream_soundalikes": stream_soundalikes,
             "confusers": confs, "notes": notes, "real": min(len(reals), n_real), "held_families": sorted(held),
             **counts}
 
@@ -468,7 +469,7 @@ def run_wakeword(args) -> int:
                             f"raise --minutes or use fewer --voices / --real-negatives")
     cfg.epochs, cfg.epoch_clips = epochs, steps * cfg.batch * cfg.seq_clips
     # a hard stop too: the probe can misjudge a machine that gets busier, and the budget is a promise
-    cfg.deadline_s = max(10.0, args.minutes * 60 - (time.monotonic() - t_start) - eval_reserve)
+    cfg.deadline_s = max(10.0, left)
     print(f"kws wakeword: fine-tuning from {init}: {epochs} epoch(s) x {steps} steps ({step_s:.2f} s a step "
           f"measured here, ~{epochs * steps * step_s / 60:.1f} min)", file=sys.stderr)
     t_train = time.monotonic()
@@ -511,9 +512,8 @@ def run_wakeword(args) -> int:
     if len(held_peaks):
         print(f"  - held-out synthetic voices ({', '.join(built['held_families'])}): {held_recall:.0%} of "
               f"{len(held_peaks)} detected", file=sys.stderr)
-    real_only = len(built["stream_neg"]) >= MIN_REAL_STREAM_CLIPS and built["real"] > 0
     print(f"  - false alarms: {fa[i]} in a {len(x) / SR / 60:.1f} min negative stream ({fa_h:.1f} per hour; "
-          f"{len(built['stream_neg'])} held-out {'real-speech' if real_only else 'confuser and real-speech'} "
+          f"{len(built['stream_neg'])} held-out {'confuser and real-speech' if built['stream_soundalikes'] else 'real-speech'} "
           f"clips over noise)", file=sys.stderr)
     if len(alike_peaks):
         print(f"  - sound-alikes ({', '.join(built['confusers'][:6])}, ...) of held-out voices: "
