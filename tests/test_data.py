@@ -112,3 +112,18 @@ def test_augmented_features_differ_but_eval_features_do_not():
     assert f_aug.shape == mfcc(wave).shape
     assert not torch.allclose(f_aug, mfcc(wave), atol=1e-2)
     torch.testing.assert_close(mfcc(wave), mfcc(wave))             # evaluation path: no randomness
+
+
+def test_clip_cache_write_does_not_collide_with_another_writer(tmp_path, sc_root):
+    """Two trainers can decode the same split into one cache at once (a shared temp name made one of
+    them crash); a stranger's temp file at the old fixed name must not matter, and the cache must reload."""
+    from kws.data.dataset import ClipSet, _key
+    labels = task_labels("12")
+    items = build_index([sc_root], labels)["validation"]
+    cache = tmp_path / "cache"
+    (cache / f"{_key(items)}.tmp.npz").mkdir(parents=True)        # another writer's temp name, taken
+    first = ClipSet(items, labels, cache, progress=False)
+    assert (cache / f"{_key(items)}.npz").exists()
+    assert not [p for p in cache.iterdir() if p.is_file() and p.name.endswith(".tmp.npz")]
+    again = ClipSet(items, labels, cache, progress=False)
+    assert np.array_equal(first.audio, again.audio) and np.array_equal(first.y, again.y)

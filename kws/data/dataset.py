@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -81,9 +82,15 @@ class ClipSet:
                 print(f"warning: skipped {bad} unreadable clip(s) of {len(items)} in {desc}", file=sys.stderr)
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(".tmp.npz")
-                np.savez(tmp, audio=audio, spans=spans, ok=ok)
-                os.replace(tmp, cache)
+                # a temp name of this process's own: two trainers may build the same cache at once
+                fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=cache.stem + ".", suffix=".tmp.npz")
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        np.savez(f, audio=audio, spans=spans, ok=ok)
+                    os.replace(tmp, cache)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
         self.kept = ok
         self.items = [it for it, k in zip(items, ok) if k]
         self.audio, self.spans = audio[ok], spans[ok]
