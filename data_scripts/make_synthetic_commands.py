@@ -468,6 +468,8 @@ def main() -> None:
             skipped += sk
             failed += fa
             bar.update(wr_ + sk + fa)
+        pool.close()      # workers exit by themselves (terminate()'s SIGTERM is lost where SIGTERM is ignored)
+        pool.join()
     counts = write_lists(args.out, settings, split)
 
     # summary

@@ -197,6 +197,8 @@ def synthesize(words: list[str], renders: dict, max_voices: int, seed: int, prog
                                unit="voice", disable=not progress, file=sys.stderr):
             for w, clips in out.items():
                 res[w] += [(h, fam, c) for c in clips]
+        pool.close()      # let the workers exit by themselves: the with-block's terminate() kills them with
+        pool.join()       # SIGTERM, which a process started with SIGTERM ignored (nohup, some CI runners) never sees
     engines = sorted({s.engine for s in settings})
     return res, [], [f"{len(settings)} voice settings ({', '.join(engines)})"]
 
