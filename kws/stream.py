@@ -1,7 +1,8 @@
 """Streaming keyword detector: audio chunks in, detections out.
 
 All streaming state lives here: the resampler's filter memory, the MFCC extractor's leftover
-samples, the GRU hidden state, the posterior smoothing window and the refractory timer.
+samples, the GRU hidden state, the posterior smoothing window, the refractory timer and the
+re-arm state.
 `reset()` clears all of it. Nothing here depends on how the audio is chunked.
 
 It runs on the numpy engine (engine.py) and never imports torch. `backend="torch"` (or the environment
@@ -43,21 +44,43 @@ def smooth_posteriors(post: np.ndarray, smooth: int, context: int = 0) -> np.nda
     return ((csum[ends] - csum[starts]) / (ends - starts)[:, None]).astype(np.float32)[context:]
 
 
-def detect_frames(sm: np.ndarray, thr: np.ndarray, refractory: int, first: int = 0) -> list[tuple[int, int, float]]:
+def detect_frames(sm: np.ndarray, thr: np.ndarray, refractory: int, first: int = 0,
+                  held: int = -1) -> list[tuple[int, int, float]]:
     """The detection rule: fire at a frame t >= first where some column's smoothed posterior
-    sm[t, k] >= thr[k] (the highest such column wins), and let nothing fire for `refractory` frames
-    after. -> [(frame, column, score)]. KeywordSpotter runs it chunk by chunk (carrying `first`);
-    `kws eval-stream` replays it over whole files for every threshold of a sweep."""
+    sm[t, k] >= thr[k] (the highest such column wins); then let nothing fire for `refractory` frames,
+    nor before column k has fallen below thr[k] (re-arm: a word whose posterior stays up past the
+    refractory time fires once, not twice). -> [(frame, column, score)]. KeywordSpotter runs it chunk
+    by chunk, carrying `first` and `held` (a column that fired in an earlier chunk and has not fallen
+    yet: `held_column`); `kws eval-stream` replays it over whole files for every threshold of a sweep."""
     above = sm >= thr
     cand = np.flatnonzero(above.any(axis=1))
+    below: dict = {}
+
+    def rearmed(k: int, t: int) -> int:
+        """The first frame after t where column k is below its threshold (len(sm) if none)."""
+        if k not in below:
+            below[k] = np.flatnonzero(~above[:, k])
+        j = int(np.searchsorted(below[k], t, side="right"))
+        return int(below[k][j]) if j < len(below[k]) else len(sm)
+
+    if held >= 0:
+        first = max(first, rearmed(held, -1))
     dets = []
     i = int(np.searchsorted(cand, first, side="left"))
     while i < len(cand):
         t = int(cand[i])
         k = int(np.where(above[t], sm[t], -1.0).argmax())
         dets.append((t, k, float(sm[t, k])))
-        i = int(np.searchsorted(cand, t + max(refractory, 1), side="left"))
+        i = int(np.searchsorted(cand, max(t + max(refractory, 1), rearmed(k, t)), side="left"))
     return dets
+
+
+def held_column(sm: np.ndarray, thr: np.ndarray, dets: list, held: int = -1) -> int:
+    """After detect_frames(sm, thr, ..., held=held) gave dets: the column that must still fall below its
+    threshold before anything fires (the last one that fired, or `held`, if it stayed up to the end of
+    sm), else -1. What a chunked detector carries into the next chunk."""
+    k, t = (dets[-1][1], dets[-1][0]) if dets else (held, -1)
+    return k if k >= 0 and bool((sm[t + 1:, k] >= thr[k]).all()) else -1
 
 
 @dataclass
@@ -149,6 +172,7 @@ class KeywordSpotter:
         self._pending = np.zeros((0, self.bundle.features.n_mfcc), np.float32)  # frames not yet a full stack
         self.frame = 0                      # model outputs so far
         self._blocked_until = -1            # refractory: no detection before this frame
+        self._held = -1                     # re-arm: a column that fired and has not fallen below yet
         self.posteriors = np.zeros(len(self.labels), np.float32)   # latest smoothed, for live views
 
     def step_frames(self, wave16k: np.ndarray) -> np.ndarray:
@@ -189,9 +213,12 @@ class KeywordSpotter:
         self.posteriors = smoothed[-1]
         if not (smoothed >= self._thr).any():         # the common case: no column reaches its threshold
             self.frame += n
+            self._held = -1
             return []
+        found = detect_frames(smoothed, self._thr, self.refractory, self._blocked_until - self.frame, self._held)
+        self._held = held_column(smoothed, self._thr, found, self._held)
         dets = []
-        for t, k, score in detect_frames(smoothed, self._thr, self.refractory, self._blocked_until - self.frame):
+        for t, k, score in found:
             g = self.frame + t
             dets.append(Detection(self.labels[k], score, self.frame_time(g)))
             self._blocked_until = g + self.refractory

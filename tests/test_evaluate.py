@@ -374,6 +374,55 @@ def test_detect_frames_refractory():
     assert [d[0] for d in detect_frames(sm, np.array([0.7]), refractory=100, first=11)] == [50, 301]
 
 
+def test_detect_frames_rearm_fires_once_per_plateau():
+    """A posterior that stays above threshold longer than the refractory time (one word held, a slow
+    decay) fires once; it fires again only after it has fallen below the threshold and risen."""
+    sm = np.zeros((600, 2), np.float32)
+    sm[10:260, 0] = 0.9                   # 2.5 refractory times above 0.5
+    sm[300:320, 0] = 0.9                  # fell at 260, rose again after the refractory time: fires
+    sm[330:340, 1] = 0.8                  # the other column, inside the refractory time: blocked
+    sm[440:460, 1] = 0.8                  # after it: fires
+    dets = detect_frames(sm, np.array([0.5, 0.5]), refractory=100)
+    assert [(t, k) for t, k, _ in dets] == [(10, 0), (300, 0), (440, 1)]
+    # a column held from an earlier chunk blocks until it falls, even with no refractory time left
+    assert [t for t, _, _ in detect_frames(sm[100:], np.array([0.5, 0.5]), refractory=100, held=0)] == [200, 340]
+    assert [t for t, _, _ in detect_frames(sm[100:], np.array([0.5, 0.5]), refractory=100)] == [0, 200, 340]
+
+
+def test_keyword_spotter_rearm_state_carries_across_chunks(bundle):
+    """KeywordSpotter's chunked detector (refractory and re-arm carried between chunks) gives exactly the
+    whole-file rule on posteriors with plateaus longer than the refractory time, whatever the chunking."""
+    from kws.stream import held_column
+    rng = np.random.default_rng(0)
+    C = len(bundle.labels)
+    T = 3000
+    post = np.zeros((T, C), np.float32)
+    post[:, 0] = 1.0
+    for start in range(40, T - 200, 230):             # plateaus of 0.6-3 s, some longer than the refractory
+        k = int(rng.integers(2, C))
+        post[start:start + int(rng.integers(30, 150)), [0, k]] = [0.05, 0.95]
+    sp = KeywordSpotter(bundle, threshold=0.5)
+    kw = np.array([i for i, l in enumerate(bundle.labels) if not l.startswith("_")])
+    sm = smooth_posteriors(post, sp.smooth)
+    want = [(t, bundle.labels[kw[k]]) for t, k, _ in detect_frames(sm[:, kw], np.full(len(kw), 0.5), sp.refractory)]
+    assert want
+    long_runs = sum(1 for t, _ in want if (sm[t:t + sp.refractory + 1, kw].max(axis=1) >= 0.5).all())
+    assert long_runs >= 2                               # the test has plateaus the re-arm rule must hold
+    for chunks in ([T], [1] * 40 + [T - 40], list(rng.integers(1, 60, size=200))):
+        sp.reset()
+        got, t0 = [], 0
+        for n in chunks:
+            part = post[t0:t0 + int(n)]
+            if not len(part):
+                break
+            got += [(int(round((d.time - sp.frame_time(0)) / sp.hop_s)), d.label) for d in sp._detect(part)]
+            t0 += int(n)
+        if t0 < T:
+            got += [(int(round((d.time - sp.frame_time(0)) / sp.hop_s)), d.label) for d in sp._detect(post[t0:])]
+        assert got == want, chunks[:5]
+    assert held_column(sm[:5, kw], np.full(len(kw), 0.5), [], held=-1) == -1
+
+
 def test_simulation_equals_keyword_spotter(bundle):
     """The sweep's detector model gives exactly KeywordSpotter's detections."""
     y = speech_like(20.0, seed=7)
