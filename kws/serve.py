@@ -173,8 +173,7 @@ def pcm_to_array(payload: bytes, width: int, channels: int) -> np.ndarray:
 
 @dataclass
 class Options:
-    model: object = None               # a loaded model (shared) or a path
-    models: list | None = None         # several models served at once (paths or loaded); None: [model]
+    models: list | None = None         # models served at once (paths or loaded); None: the shipped model
     keywords: list[str] | None = None  # served keywords (None: all of the model's)
     threshold: float | None = None
     refractory: float | None = None
@@ -258,7 +257,7 @@ class Service:
         marvin) offers one wake model named by its metadata's `wake_word`, else that keyword. A model's file
         stem is also accepted as a `detect` name (all of its wake words). `--keywords` filters the names."""
         from .data.index import NON_KEYWORDS
-        specs = list(opts.models) if opts.models else [opts.model]
+        specs = list(opts.models) if opts.models else [None]
         served, seen = [], {}
         for spec in specs:
             try:
