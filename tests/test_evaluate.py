@@ -420,7 +420,14 @@ def test_keyword_spotter_rearm_state_carries_across_chunks(bundle):
         if t0 < T:
             got += [(int(round((d.time - sp.frame_time(0)) / sp.hop_s)), d.label) for d in sp._detect(post[t0:])]
         assert got == want, chunks[:5]
-    assert held_column(sm[:5, kw], np.full(len(kw), 0.5), [], held=-1) == -1
+    # what a chunk carries on: the column that fired while it is still up at the chunk's end, else -1
+    up = np.zeros((20, 2), np.float32)
+    up[5:, 1] = 0.9
+    assert held_column(up, np.array([0.5, 0.5]), [(5, 1, 0.9)]) == 1
+    assert held_column(up[5:12], np.array([0.5, 0.5]), [], held=1) == 1       # up all through: still held
+    assert held_column(up[:12], np.array([0.5, 0.5]), [], held=1) == -1       # it fell in this chunk
+    up[15:, 1] = 0.1
+    assert held_column(up, np.array([0.5, 0.5]), [(5, 1, 0.9)]) == -1
 
 
 def test_simulation_equals_keyword_spotter(bundle):
