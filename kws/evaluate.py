@@ -347,17 +347,22 @@ def _detector_posteriors(m, waves: np.ndarray, tail_s: float, seed: int, batch: 
 
 
 def predict_detector(bundle, waves: np.ndarray, tail_s: float = DETECTOR_TAIL_S,
-                     threshold: float = DETECTOR_THRESHOLD, seed: int = 0, batch: int = 256) -> np.ndarray:
+                     threshold: "float | str" = DETECTOR_THRESHOLD, seed: int = 0, batch: int = 256) -> np.ndarray:
     """The detector's view of each clip: the clip from a zero state followed by `tail_s` of quiet noise,
     posteriors smoothed as the detector smooths them (`stream.smooth_posteriors`), and the detection
-    rule (`stream.detect_frames`) run with one fixed threshold on the keywords. Label: the first keyword
-    that fires; if none fires, `_unknown_` when its smoothed posterior reaches the threshold, else
-    `_silence_` (a detector reports neither; this keeps the 12-class score comparable)."""
+    rule (`stream.detect_frames`) run with one fixed threshold on the keywords (or, with threshold
+    "model", the model file's own per-keyword thresholds: what a live detector fires on). Label: the
+    first keyword that fires; if none fires, `_unknown_` when its smoothed posterior reaches the
+    threshold, else `_silence_` (a detector reports neither; this keeps the 12-class score comparable)."""
     from .enginefile import as_engine_model
-    from .stream import detect_frames
+    from .stream import KeywordSpotter, detect_frames
     m = as_engine_model(bundle)
     labels = m.labels
-    kw_thr = np.array([np.inf if l in NON_KEYWORDS else threshold for l in labels], np.float32)
+    if threshold == "model":
+        sp = KeywordSpotter(m)
+        kw_thr, threshold = sp.label_thresholds.astype(np.float32), sp.cfg.threshold
+    else:
+        kw_thr = np.array([np.inf if l in NON_KEYWORDS else threshold for l in labels], np.float32)
     unk = labels.index(UNKNOWN) if UNKNOWN in labels else -1
     sil = labels.index(SILENCE) if SILENCE in labels else unk
     out = np.zeros(len(waves), np.int64)
@@ -478,8 +483,13 @@ def _print_eval(results: dict, labels: list[str], console) -> None:
 def cmd_eval(args) -> int:
     from rich.console import Console
     from .stream import KeywordSpotter
+    thr = _detector_threshold(args.threshold)
     bundle = _load_bundle(args.model)
     labels = bundle.labels
+    if thr == "model":
+        thr_note = "the model's own threshold(s) " + _threshold_text(KeywordSpotter(bundle))
+    else:
+        thr_note = f"{thr:g}"
     clips, noise = collect_clips(args.data, labels, split=args.split, all_unknown=args.all_unknown)
     if args.noise:
         noise = _noise_files(args.noise)
@@ -493,11 +503,12 @@ def cmd_eval(args) -> int:
                "detector": classification_metrics(y, predict_detector(bundle, waves, seed=args.seed), labels)}
     console = Console(file=sys.stderr if args.json == "-" else sys.stdout, width=max(100, 12 * len(labels) + 20))
     _print_eval(results, labels, console)
+    console.print(f"detector view at threshold {thr_note}")
     if skipped:
         console.print(f"skipped {skipped} unreadable file(s)")
     report = {"model": str(args.model) if args.model else "default", "data": [str(d) for d in args.data],
               "split": args.split, "all_unknown": bool(args.all_unknown), "labels": labels,
-              "noise": args.noise,
+              "noise": args.noise, "detector_threshold": thr_note,
               "skipped": skipped, "protocols": {
                   "offline": "last frame: each clip from a zero state, argmax of its last frame's logits "
                              "(the published many-to-one protocol)",
@@ -506,7 +517,7 @@ def cmd_eval(args) -> int:
                                "each clip, state carried across clips",
                   "detector": f"each clip from a zero state + {DETECTOR_TAIL_S:g} s of {DETECTOR_TAIL_DBFS:g} dBFS "
                               f"white noise; the first keyword whose smoothed posterior reaches "
-                              f"{DETECTOR_THRESHOLD:g} (the detector's rule), else _unknown_ if its smoothed "
+                              f"{thr_note} (the detector's rule), else _unknown_ if its smoothed "
                               f"posterior reaches it, else _silence_"},
               **results}
     if args.confusion:
@@ -515,6 +526,26 @@ def cmd_eval(args) -> int:
     if args.json:
         _write_report(report, args.json, console)
     return 0
+
+
+def _detector_threshold(value: str | None) -> "float | str":
+    """--threshold of kws eval: None -> the fixed protocol threshold, 'model' -> the model's own, else a number."""
+    if value is None:
+        return DETECTOR_THRESHOLD
+    if value == "model":
+        return value
+    try:
+        t = float(value)
+    except ValueError:
+        raise EvalError(f"--threshold must be a number in (0, 1] or 'model', got {value!r}") from None
+    _check_threshold(t)
+    return t
+
+
+def _threshold_text(spotter) -> str:
+    thr = spotter.cfg.threshold
+    extra = {k: v for k, v in spotter.cfg.thresholds.items() if v != thr}
+    return f"{thr:g}" + (" (" + ", ".join(f"{k} {v:g}" for k, v in sorted(extra.items())) + ")" if extra else "")
 
 
 def _noise_files(folder) -> list[str]:
@@ -585,5 +616,8 @@ def add_parser(sub) -> None:
                    help="background-noise folder for the made-up _silence_ clips (default: the data roots' "
                         "_background_noise_; a root without one gets silent zeros)")
     p.add_argument("--seed", type=int, default=0, help="seed for the made-up silence clips")
+    p.add_argument("--threshold", default=None, metavar="T|model",
+                   help=f"threshold of the detector view (default {DETECTOR_THRESHOLD:g}, fixed so that models "
+                        "compare; 'model': the model file's own, i.e. what fires live)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)

@@ -680,6 +680,46 @@ def test_eval_reports_three_protocols(tmp_path, capsys):
     assert "detector" in capsys.readouterr().out
 
 
+def test_detector_view_at_the_models_own_thresholds():
+    """threshold='model' reads the model file's detector thresholds, per-label overrides included: with a
+    global threshold equal to a fixed one it gives the same labels, and a keyword whose own threshold is
+    out of reach is never the answer."""
+    from conftest import random_bundle, speech_like
+    from kws.evaluate import keyword_peaks, predict_detector
+    waves = np.stack([speech_like(1.0, seed=s) for s in range(12)])
+    probe = random_bundle(seed=3)
+    thr = float(np.median(keyword_peaks(probe, waves)))       # some clips fire, some do not
+    fixed = predict_detector(probe, waves, threshold=thr)
+    own = predict_detector(random_bundle(seed=3, threshold=thr), waves, threshold="model")
+    np.testing.assert_array_equal(own, fixed)
+    fired = [probe.labels[p] for p in fixed if not probe.labels[p].startswith("_")]
+    assert fired                                             # the override below has something to remove
+    top = max(set(fired), key=fired.count)
+    strict = random_bundle(seed=3, threshold=thr, thresholds={top: 1.0})
+    got = [strict.labels[p] for p in predict_detector(strict, waves, threshold="model")]
+    assert top not in got
+    others = [i for i, p in enumerate(fixed) if probe.labels[p] != top]
+    assert [got[i] for i in others] == [probe.labels[fixed[i]] for i in others]   # the rest is untouched
+
+
+def test_eval_threshold_option(tmp_path, capsys):
+    from conftest import random_bundle, speech_like
+    from kws.training.modelfile import save_bundle
+    m = tmp_path / "m.npz"
+    save_bundle(random_bundle(seed=1, threshold=0.9), m)
+    d = tmp_path / "data" / "yes"
+    d.mkdir(parents=True)
+    sf.write(d / "0000aaaa_nohash_0.wav", speech_like(1.0), 16000)
+    js = tmp_path / "r.json"
+    assert main(["eval", "--model", str(m), "--data", str(tmp_path / "data"), "--threshold", "model",
+                 "--json", str(js), "--quiet"]) == 0
+    assert json.loads(js.read_text())["detector_threshold"] == "the model's own threshold(s) 0.9"
+    assert "detector view at threshold the model's own threshold(s) 0.9" in capsys.readouterr().out
+    for bad in ("high", "1.5"):
+        assert main(["eval", "--model", str(m), "--data", str(tmp_path / "data"), "--threshold", bad]) != 0
+        assert "--threshold" in capsys.readouterr().err
+
+
 def test_eval_noise_folder_makes_the_silence_clips(tmp_path, capsys):
     from kws.evaluate import _noise_files, collect_clips, load_clips
     from kws.training.modelfile import save_bundle

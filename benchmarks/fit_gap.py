@@ -1,0 +1,61 @@
+"""Underfitting or a generalisation gap? Per keyword, the share of clean clips whose detector-view peak
+(each clip from a zero state + 1 s of quiet, smoothed as the detector smooths) reaches the model's own
+threshold, on training speakers beside validation speakers.
+
+    python benchmarks/fit_gap.py --model models/kws12_gru.npz --root ../shared/speech_commands_part
+
+Training close to validation, both low: the model has not learned its own training clips to the confidence
+its operating point needs (underfit: train longer, or a larger model). Training far above validation: it
+learned the speakers, not the word (overfit: more speakers, more augmentation).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def peaks(model, root: str, split: str, word: str, per: int) -> np.ndarray:
+    from kws.evaluate import _detector_posteriors, collect_clips, load_clips
+    clips, _ = collect_clips([root], model.labels, split=split)
+    clips = [c for c in clips if c.word == word][:per]
+    if not clips:
+        return np.zeros(0)
+    waves, _, _ = load_clips(clips, [], progress=False)
+    k = model.labels.index(word)
+    return np.array([sm[:, k].max() for _, sm in _detector_posteriors(model, waves, 1.0, 0, 256)])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="models/kws12_gru.npz")
+    ap.add_argument("--root", default="../shared/speech_commands_part", help="Speech Commands root with split lists")
+    ap.add_argument("--per", type=int, default=150, help="clips per keyword and split (the first N in list order)")
+    ap.add_argument("--threshold", type=float, default=None, help="default: the model's own")
+    a = ap.parse_args()
+    from kws.data.index import NON_KEYWORDS
+    from kws.enginefile import as_engine_model
+    from kws.stream import KeywordSpotter
+    m = as_engine_model(a.model)
+    sp = KeywordSpotter(m)
+    print(f"{a.model}: share of clean clips whose peak reaches the threshold, training / validation speakers")
+    print(f"{'word':8s} {'thr':>5s} {'train':>6s} {'val':>6s}   {'train>=.5':>9s} {'val>=.5':>7s}   median train / val   n")
+    for k, word in enumerate(m.labels):
+        if word in NON_KEYWORDS:
+            continue
+        thr = a.threshold if a.threshold is not None else float(sp.label_thresholds[k])
+        t, v = peaks(m, a.root, "training", word, a.per), peaks(m, a.root, "validation", word, a.per)
+        if not len(t) or not len(v):
+            print(f"{word:8s} no clips in one of the splits")
+            continue
+        print(f"{word:8s} {thr:5.2f} {(t >= thr).mean():6.3f} {(v >= thr).mean():6.3f}   {(t >= .5).mean():9.3f} "
+              f"{(v >= .5).mean():7.3f}   {np.median(t):.3f} / {np.median(v):.3f}   {len(t)}/{len(v)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
