@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -159,14 +160,34 @@ def test_init_reads_the_npz_and_bad_init_files_are_one_line_exit_2(tmp_path, cap
     from kws.cli import main
     from kws.training.modelfile import save_bundle
     root = make_corpus(tmp_path / "corpus", speakers=4)
-    save_bundle(random_bundle(labels=["_silence_", "_unknown_", "yes", "no"]), tmp_path / "other.npz")
+    save_bundle(random_bundle(labels=["_silence_", "_unknown_", "yes", "no", "up"]), tmp_path / "other.npz")
+    small = random_bundle(labels=["_silence_", "_unknown_", "yes", "no"])
+    small.model = type(small.model)(replace(small.model.cfg, hidden=32, layers=1))
+    save_bundle(small, tmp_path / "labels.npz")
     (tmp_path / "bad.npz").write_bytes((tmp_path / "other.npz").read_bytes()[:300])
-    for init, want in ((tmp_path / "other.npz", "labels or architecture differ"), (tmp_path / "nope.npz", "not found"),
-                       (tmp_path / "bad.npz", "corrupt")):
+    for init, want in ((tmp_path / "other.npz", "architecture differs from this run's (hidden 64 vs 32, layers 2 vs 1"),
+                       (tmp_path / "labels.npz", "labels (_silence_, _unknown_, yes, no) differ"),
+                       (tmp_path / "nope.npz", "not found"), (tmp_path / "bad.npz", "corrupt")):
         rc = main(["train", "--data", str(root), "--words", "yes,no,up", "--epochs", "1", "--init", str(init),
                    "--out", str(tmp_path / "r"), "--hidden", "32", "--layers", "1"])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and err[-1].startswith("kws: error: ") and want in err[-1], err
+
+
+def test_init_may_change_dropout(tmp_path):
+    """Dropout is how the model trains, not its shape: a fine-tune with other dropout starts from the
+    init model's weights (it used to be refused as 'architecture differs')."""
+    from conftest import random_bundle
+    from kws.training.modelfile import load_bundle, save_bundle
+    root = make_corpus(tmp_path / "corpus")
+    cfg = tiny_cfg(root, tmp_path / "run", epochs=1)
+    b = random_bundle(labels=["_silence_", "_unknown_", "yes", "no", "up"])
+    b.model = type(b.model)(replace(b.model.cfg, hidden=cfg.hidden, layers=cfg.layers, dropout=0.3))
+    save_bundle(b, tmp_path / "init.npz")
+    out = train(replace(cfg, init=str(tmp_path / "init.npz"), dropout=0.0, lr=1e-9), progress=False)
+    got = load_bundle(out["model"]).model.state_dict()
+    want = b.model.state_dict()
+    assert max(float((got[k] - want[k]).abs().max()) for k in want if k.startswith("gru.")) < 1e-5
 
 
 @pytest.mark.slow

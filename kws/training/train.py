@@ -500,9 +500,16 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
     if cfg.init:
         from .modelfile import load_bundle
         src = load_bundle(cfg.init)
-        same = src.model.cfg == mcfg or (cfg.init_new_head and replace(src.model.cfg, n_classes=mcfg.n_classes) == mcfg)
-        if not same or (src.labels != labels and not cfg.init_new_head):
-            raise KwsError(f"--init {cfg.init}: labels or architecture differ from this run's")
+        # dropout is training behaviour, not shape: a fine-tune may change it; a new head may change n_classes
+        free = {"dropout": mcfg.dropout, **({"n_classes": mcfg.n_classes} if cfg.init_new_head else {})}
+        if src.labels != labels and not cfg.init_new_head:
+            raise KwsError(f"--init {cfg.init}: its labels ({', '.join(src.labels)}) differ from this run's "
+                           f"({', '.join(labels)}); --init-new-head starts a new output head")
+        theirs = replace(src.model.cfg, **free)
+        if theirs != mcfg:
+            diff = [f"{k} {getattr(theirs, k)} vs {getattr(mcfg, k)}" for k in vars(mcfg)
+                    if getattr(theirs, k) != getattr(mcfg, k)]
+            raise KwsError(f"--init {cfg.init}: its architecture differs from this run's ({', '.join(diff)})")
         if src.features != fcfg:
             theirs, ours = src.features.to_dict(), fcfg.to_dict()
             diff = ", ".join(f"{k} {theirs.get(k)}, not {v}" for k, v in ours.items() if theirs.get(k) != v)
