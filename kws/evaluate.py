@@ -500,7 +500,8 @@ def cmd_eval(args) -> int:
     y = np.array([labels.index(c.label) for c in clips])
     results = {"offline": classification_metrics(y, predict_offline(bundle, waves), labels),
                "streaming": classification_metrics(y, predict_streaming(bundle, waves), labels),
-               "detector": classification_metrics(y, predict_detector(bundle, waves, seed=args.seed), labels)}
+               "detector": classification_metrics(y, predict_detector(bundle, waves, threshold=thr, seed=args.seed),
+                                                    labels)}
     console = Console(file=sys.stderr if args.json == "-" else sys.stdout, width=max(100, 12 * len(labels) + 20))
     _print_eval(results, labels, console)
     console.print(f"detector view at threshold {thr_note}")

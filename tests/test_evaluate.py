@@ -713,8 +713,20 @@ def test_eval_threshold_option(tmp_path, capsys):
     js = tmp_path / "r.json"
     assert main(["eval", "--model", str(m), "--data", str(tmp_path / "data"), "--threshold", "model",
                  "--json", str(js), "--quiet"]) == 0
-    assert json.loads(js.read_text())["detector_threshold"] == "the model's own threshold(s) 0.9"
+    r = json.loads(js.read_text())
+    assert r["detector_threshold"] == "the model's own threshold(s) 0.9"
     assert "detector view at threshold the model's own threshold(s) 0.9" in capsys.readouterr().out
+    # the detector figures are computed at the threshold asked for: at 1.0 nothing fires (every clip
+    # _silence_), at 0.05 something of a random 12-class model does
+    views = {}
+    for t in ("1.0", "0.05"):
+        assert main(["eval", "--model", str(m), "--data", str(tmp_path / "data"), "--threshold", t,
+                     "--json", str(js), "--quiet"]) == 0
+        views[t] = json.loads(js.read_text())["detector"]["confusion"]
+    sil = r["labels"].index("_silence_")
+    assert all(row[sil] == sum(row) for row in views["1.0"])
+    assert not all(row[sil] == sum(row) for row in views["0.05"])
+    capsys.readouterr()
     for bad in ("high", "1.5"):
         assert main(["eval", "--model", str(m), "--data", str(tmp_path / "data"), "--threshold", bad]) != 0
         assert "--threshold" in capsys.readouterr().err
