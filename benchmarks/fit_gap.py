@@ -19,9 +19,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def peaks(model, root: str, split: str, word: str, per: int) -> np.ndarray:
-    from kws.evaluate import _detector_posteriors, collect_clips, load_clips
-    clips, _ = collect_clips([root], model.labels, split=split)
+def peaks(model, clips: list, word: str, per: int) -> np.ndarray:
+    """Detector-view peak of `word`'s own column on the first `per` clips of it among `clips`."""
+    from kws.evaluate import _detector_posteriors, load_clips
     clips = [c for c in clips if c.word == word][:per]
     if not clips:
         return np.zeros(0)
@@ -39,16 +39,18 @@ def main() -> int:
     a = ap.parse_args()
     from kws.data.index import NON_KEYWORDS
     from kws.enginefile import as_engine_model
+    from kws.evaluate import collect_clips
     from kws.stream import KeywordSpotter
     m = as_engine_model(a.model)
     sp = KeywordSpotter(m)
+    split = {s: collect_clips([a.root], m.labels, split=s)[0] for s in ("training", "validation")}   # one scan each
     print(f"{a.model}: share of clean clips whose peak reaches the threshold, training / validation speakers")
     print(f"{'word':8s} {'thr':>5s} {'train':>6s} {'val':>6s}   {'train>=.5':>9s} {'val>=.5':>7s}   median train / val   n")
     for k, word in enumerate(m.labels):
         if word in NON_KEYWORDS:
             continue
         thr = a.threshold if a.threshold is not None else float(sp.label_thresholds[k])
-        t, v = peaks(m, a.root, "training", word, a.per), peaks(m, a.root, "validation", word, a.per)
+        t, v = peaks(m, split["training"], word, a.per), peaks(m, split["validation"], word, a.per)
         if not len(t) or not len(v):
             print(f"{word:8s} no clips in one of the splits")
             continue
