@@ -43,6 +43,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from kws.audio import AudioError, is_audio, load  # noqa: E402
+from kws.data.dataset import speech_span as _speech_span  # noqa: E402
 from kws.data.index import KEYWORDS10, read_list, speaker_of, which_set  # noqa: E402
 
 SR = 16000
@@ -53,20 +54,10 @@ REAL_WORDS = ROOT.parent / "shared" / "real_words"
 REAL_BAIT_WORDS = ("bed", "cat", "happy")
 
 
-def speech_span(x: np.ndarray, top_db: float = 35.0, hop: int = 160, win: int = 400, margin_s: float = 0.02):
-    """(start, end) samples of the speech in a clip: frames within top_db of the loudest frame
-    (and above -60 dBFS), from the first to the last such frame, with a small margin."""
-    if len(x) < win:
-        return 0, len(x)
-    n = 1 + (len(x) - win) // hop
-    idx = np.arange(win)[None, :] + hop * np.arange(n)[:, None]
-    rms = np.sqrt(np.mean(x[idx].astype(np.float64) ** 2, axis=1) + 1e-12)
-    db = 20 * np.log10(rms)
-    active = np.flatnonzero((db > db.max() - top_db) & (db > -60))
-    if len(active) == 0:
-        return None
-    m = int(margin_s * SR)
-    return max(0, active[0] * hop - m), min(len(x), active[-1] * hop + win + m)
+def speech_span(x: np.ndarray):
+    """(start, end) samples of the speech in a clip (None: silent): 25 ms frames within 35 dB of the
+    loudest and above -60 dBFS, with a 20 ms margin (the training targets' definition, wider here)."""
+    return _speech_span(x, SR, rel_db=35.0, floor_db=-60.0, win_s=0.025, hop_s=0.010, margin_s=0.02)
 
 
 def active_rms(x: np.ndarray) -> float:

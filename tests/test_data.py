@@ -127,3 +127,16 @@ def test_clip_cache_write_does_not_collide_with_another_writer(tmp_path, sc_root
     assert not [p for p in cache.iterdir() if p.is_file() and p.name.endswith(".tmp.npz")]
     again = ClipSet(items, labels, cache, progress=False)
     assert np.array_equal(first.audio, again.audio) and np.array_equal(first.y, again.y)
+
+
+def test_speech_span_finds_the_word_and_widens_by_the_margin():
+    from kws.data.dataset import speech_span
+    sr, rng = 16000, np.random.default_rng(0)
+    x = (1e-4 * rng.standard_normal(sr)).astype(np.float32)            # -80 dBFS floor
+    x[4800:9600] += 0.1 * np.sin(2 * np.pi * 440 * np.arange(4800) / sr).astype(np.float32)   # 0.30-0.60 s
+    s, e = speech_span(x)
+    assert abs(s - 4800) <= 160 and abs(e - 9600) <= 160
+    s2, e2 = speech_span(x, win_s=0.025, margin_s=0.02)                 # the stream benchmark's reading
+    assert s2 <= s - 320 + 160 and e2 >= e + 320 - 160 and e2 - e <= 400 + 320
+    assert speech_span(np.zeros(sr, np.float32)) is None               # nothing above the floor: silence
+    assert speech_span(np.zeros(100, np.float32)) == (0, 100)           # shorter than one frame: all of it

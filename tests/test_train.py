@@ -485,3 +485,24 @@ def test_word_aux_trains_and_leaves_the_model_file_as_it_was(tmp_path):
         train(replace(tiny_cfg(root, tmp_path / "aux"), word_aux=-1.0), progress=False)
     with pytest.raises(KwsError, match="trained without --word-aux"):
         train(replace(tiny_cfg(root, tmp_path / "plain", epochs=2), word_aux=0.5), resume=True, progress=False)
+
+
+def test_weight_decay_option_reaches_the_optimiser_and_refuses_negatives(tmp_path, monkeypatch, capsys):
+    import torch
+    from kws.cli import main
+    seen = []
+    real = torch.optim.AdamW
+
+    def spy(params, **k):
+        seen.append(k["weight_decay"])
+        return real(params, **k)
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    root = make_corpus(tmp_path / "corpus", speakers=6)
+    cfg = tiny_cfg(root, tmp_path / "run", epochs=1)
+    cfg.weight_decay = 0.0
+    train(cfg, progress=False)
+    assert seen == [0.0]
+    capsys.readouterr()
+    assert main(["train", "--data", str(root), "--weight-decay", "-1", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--weight-decay" in err[0]

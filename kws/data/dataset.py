@@ -22,19 +22,23 @@ from .index import SILENCE, Item
 CLIP = 16000
 
 
-def speech_span(x: np.ndarray, sr: int = 16000, rel_db: float = 30.0, floor_db: float = -55.0) -> tuple[int, int]:
-    """(start, end) samples of the loudest region: 10 ms frames within rel_db of the clip's peak energy."""
-    hop = sr // 100
-    n = len(x) // hop
-    if n == 0:
+def speech_span(x: np.ndarray, sr: int = 16000, rel_db: float = 30.0, floor_db: float = -55.0,
+                win_s: float = 0.010, hop_s: float = 0.010, margin_s: float = 0.0) -> tuple[int, int] | None:
+    """(start, end) samples of the speech in a clip: from the first to the last `win_s` frame (every
+    `hop_s`) whose energy is within rel_db of the loudest frame's and above floor_db dBFS, widened by
+    margin_s each side. None when no frame is (silence). One definition for the training targets (the
+    defaults) and the stream benchmark's word boundaries (data_scripts/make_stream_benchmark.py)."""
+    win, hop = int(round(win_s * sr)), int(round(hop_s * sr))
+    if len(x) < win:
         return 0, len(x)
-    e = (x[: n * hop].astype(np.float32).reshape(n, hop) ** 2).mean(axis=1)
-    db = 10 * np.log10(e + 1e-12)
-    thr = max(db.max() - rel_db, floor_db)
-    idx = np.flatnonzero(db >= thr)
-    if idx.size == 0:
-        return 0, len(x)
-    return int(idx[0] * hop), int(min(len(x), (idx[-1] + 1) * hop))
+    n = 1 + (len(x) - win) // hop
+    idx = np.arange(win)[None, :] + hop * np.arange(n)[:, None]
+    db = 20 * np.log10(np.sqrt(np.mean(x[idx].astype(np.float64) ** 2, axis=1) + 1e-12))
+    active = np.flatnonzero((db > db.max() - rel_db) & (db > floor_db))
+    if len(active) == 0:
+        return None
+    m = int(margin_s * sr)
+    return max(0, int(active[0]) * hop - m), min(len(x), int(active[-1]) * hop + win + m)
 
 
 def _key(items: list[Item]) -> str:
@@ -77,7 +81,7 @@ class ClipSet:
                         warnings.warn(f"skipping unreadable clip: {e}")
                     continue
                 audio[i] = np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
-                spans[i] = speech_span(x)
+                spans[i] = speech_span(x) or (0, len(x))
             if bad:
                 print(f"warning: skipped {bad} unreadable clip(s) of {len(items)} in {desc}", file=sys.stderr)
             if cache is not None:

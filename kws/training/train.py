@@ -454,7 +454,7 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
     for name in ("stream_pack", "reversed_negatives"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise KwsError(f"--{name.replace('_', '-')} is a share: between 0 and 1 (got {getattr(cfg, name):g})")
-    for name in ("hard_negatives", "word_aux"):
+    for name in ("hard_negatives", "word_aux", "weight_decay"):
         if getattr(cfg, name) < 0:
             raise KwsError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(cfg, name):g})")
     if cfg.frontend not in FRONTENDS:
@@ -694,6 +694,7 @@ PLAIN_OPTIONS = [  # (TrainConfig field, type, help)
     ("batch", int, "sequences per batch"),
     ("seq_clips", int, "clips per training sequence (the GRU state is carried through them)"),
     ("lr", float, "peak learning rate of the one-cycle schedule"),
+    ("weight_decay", float, "AdamW's decoupled weight decay (it also bounds how confident the model can get)"),
     ("hidden", int, "GRU units per layer"),
     ("layers", int, "GRU layers"),
     ("stack", int, "feature frames per GRU step (2: 50 Hz, 3: 33 Hz)"),
