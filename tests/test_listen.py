@@ -2,7 +2,6 @@
 and end-to-end runs through a PulseAudio virtual microphone (tests/pulse.py)."""
 from __future__ import annotations
 
-import _thread
 import importlib.abc
 import importlib.machinery
 import json
@@ -23,6 +22,7 @@ import soxr
 import torch
 
 from conftest import random_bundle, speech_like
+from fake_sounddevice import FakeSD
 from pulse import VirtualMic, require_pulseaudio, virtual_mic  # noqa: F401  (fixture)
 from kws import listen as L
 from kws.audio import read_blocks
@@ -135,95 +135,6 @@ def error_line(err: str) -> str:
 
 
 # --------------------------------------------------------------------------- a fake sounddevice
-
-class FakePortAudioError(Exception):
-    pass
-
-
-class FakeStatus:
-    def __init__(self, overflow=False):
-        self.input_overflow = overflow
-
-    def __bool__(self):
-        return self.input_overflow
-
-
-class FakeSD:
-    """Just enough of sounddevice: devices, defaults, check_input_settings and an InputStream that
-    plays `audio` through the callback, then does `after` ('stall', 'finish', 'interrupt', 'loop')."""
-    PortAudioError = FakePortAudioError
-
-    def __init__(self, devices=(), default=-1, audio=None, after="stall", overflow_every=0,
-                 mono_ok=True, open_error=None, pace=0.0):
-        self.devices = [dict(index=i, hostapi=0, max_output_channels=0, default_low_input_latency=0.01,
-                             **d) for i, d in enumerate(devices)]
-        self.default = type("default", (), {"device": [default, default]})()
-        self.audio, self.after, self.overflow_every = audio, after, overflow_every
-        self.mono_ok, self.open_error, self.pace = mono_ok, open_error, pace
-        self.opened = {}
-        fake = self
-
-        class InputStream:
-            def __init__(self, device, samplerate, channels, dtype, blocksize, callback, finished_callback):
-                if fake.open_error:
-                    raise FakePortAudioError(fake.open_error)
-                fake.opened = dict(device=device, samplerate=samplerate, channels=channels, dtype=dtype,
-                                   blocksize=blocksize)
-                self.callback, self.finished_callback = callback, finished_callback
-                self.active, self._stop = False, threading.Event()
-                self.blocksize, self.channels = blocksize, channels
-
-            def start(self):
-                self.active = True
-                threading.Thread(target=self._run, daemon=True).start()
-
-            def _run(self):
-                x = fake.audio if fake.audio is not None else np.zeros((48000, self.channels), np.float32)
-                if x.ndim == 1:
-                    x = np.repeat(x[:, None], self.channels, 1)
-                i = 0
-                while not self._stop.is_set():
-                    for k, s in enumerate(range(0, len(x) - self.blocksize + 1, self.blocksize)):
-                        if self._stop.is_set():
-                            return
-                        ov = bool(fake.overflow_every and k % fake.overflow_every == 0)
-                        self.callback(x[s:s + self.blocksize].astype(np.float32), self.blocksize, None,
-                                      FakeStatus(ov))
-                        i += 1
-                        if fake.pace:
-                            time.sleep(fake.pace)
-                    if fake.after == "loop":
-                        continue
-                    if fake.after == "finish":
-                        self.active = False
-                        self.finished_callback()
-                    elif fake.after == "interrupt":
-                        time.sleep(0.2)
-                        _thread.interrupt_main()
-                    return   # 'stall': stays active, never calls back again
-
-            def stop(self):
-                self._stop.set()
-                self.active = False
-
-            def close(self):
-                self._stop.set()
-
-        self.InputStream = InputStream
-
-    def query_devices(self, device=None, kind=None):
-        if device is None and kind is None:
-            return list(self.devices)
-        return self.devices[device if device is not None else self.default.device[0]]
-
-    def query_hostapis(self, i):
-        return {"name": "ALSA"}
-
-    def check_input_settings(self, device, channels, samplerate, dtype):
-        d = self.devices[device]
-        if channels > d["max_input_channels"] or (channels == 1 and not self.mono_ok):
-            raise FakePortAudioError("Invalid number of channels")
-
 
 MIC = dict(name="USB Mic: Audio (hw:1,0)", max_input_channels=1, default_samplerate=48000.0)
 MIC2 = dict(name="HDA Intel PCH: ALC3246 Analog (hw:0,0)", max_input_channels=2, default_samplerate=44100.0)

@@ -20,6 +20,7 @@ import soundfile as sf
 
 from kws import listen as L
 from kws.cli import main
+from fake_sounddevice import FlakySD
 from pulse import VirtualMic, require_pulseaudio, virtual_mic, wait_for_line  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,80 +42,6 @@ def spoken(word: str, tmp: Path, rate: int, lead_s=0.5, tail_s=1.2) -> np.ndarra
 def _has(tool: str) -> bool:
     import shutil
     return shutil.which(tool) is not None
-
-
-class FakePortAudioError(Exception):
-    pass
-
-
-class FlakySD:
-    """sounddevice with one microphone that plays `audio`, then goes away (its stream finishes and the
-    next `fail_opens` opens fail, as an unplugged USB microphone does), then comes back and plays `audio`
-    again followed by silence."""
-    PortAudioError = FakePortAudioError
-
-    def __init__(self, audio: np.ndarray, rate: int = 48000, fail_opens: int = 2):
-        self.audio, self.rate, self.fail_opens = audio, rate, fail_opens
-        self.devices = [dict(index=0, name="USB Mic: Audio (hw:1,0)", hostapi=0, max_input_channels=1,
-                             max_output_channels=0, default_samplerate=float(rate), default_low_input_latency=0.01)]
-        self.default = type("default", (), {"device": [0, 0]})()
-        self.opens = 0
-        self.rescans = 0
-        fake = self
-
-        class InputStream:
-            def __init__(self, device, samplerate, channels, dtype, blocksize, callback, finished_callback):
-                fake.opens += 1
-                if 1 < fake.opens <= 1 + fake.fail_opens:
-                    raise FakePortAudioError("Device unavailable [PaErrorCode -9985]")
-                self.n = fake.opens
-                self.callback, self.finished_callback = callback, finished_callback
-                self.blocksize, self.active, self._stop = blocksize, False, threading.Event()
-
-            def start(self):
-                self.active = True
-                threading.Thread(target=self._run, daemon=True).start()
-
-            def _run(self):
-                x, b = fake.audio, self.blocksize
-                for s in range(0, len(x) - b + 1, b):
-                    if self._stop.is_set():
-                        return
-                    self.callback(x[s:s + b, None].copy(), b, None, None)
-                    time.sleep(0.001)
-                if self.n == 1:                      # the device goes away
-                    self.active = False
-                    self.finished_callback()
-                    return
-                while not self._stop.is_set():       # back: silence from now on
-                    self.callback(np.zeros((b, 1), np.float32), b, None, None)
-                    time.sleep(0.001)
-
-            def stop(self):
-                self._stop.set()
-                self.active = False
-
-            def close(self):
-                self._stop.set()
-
-        self.InputStream = InputStream
-
-    def _terminate(self):
-        self.rescans += 1
-
-    def _initialize(self):
-        pass
-
-    def query_devices(self, device=None, kind=None):
-        if device is None and kind is None:
-            return list(self.devices)
-        return self.devices[0]
-
-    def query_hostapis(self, i):
-        return {"name": "ALSA"}
-
-    def check_input_settings(self, device, channels, samplerate, dtype):
-        pass
 
 
 def _error_line(err: str) -> str:
