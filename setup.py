@@ -3,9 +3,10 @@
 - kws/_gru.c, the engine's GRU layer, is optional: where it cannot be built (no C compiler), the install
   still succeeds and the engine runs its numpy loop (same posteriors, ~1.7x slower per 100 ms chunk;
   README, "Streaming cost").
-- A wheel (`pip install kws` / `pip install .`, not editable) carries models/kws12_gru.npz as
-  kws/_models/kws12_gru.npz, so the default model is found outside a checkout
-  (kws.enginefile.default_model_path). Editable installs read the checkout's models/.
+- A wheel (`pip install kws` / `pip install .`, not editable) carries models/kws12_gru.npz and
+  models/marvin.npz as kws/_models/*.npz, so the default model and the wake word that `kws wakeword`
+  starts from are found outside a checkout (kws.enginefile.shipped_model_path). Editable installs read
+  the checkout's models/.
 """
 import shutil
 import sys
@@ -14,16 +15,19 @@ from pathlib import Path
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
-SHIPPED = Path("models") / "kws12_gru.npz"
+SHIPPED = [Path("models") / "kws12_gru.npz", Path("models") / "marvin.npz"]
 
 
 class BuildPyWithModel(build_py):
     def run(self):
         super().run()
-        if not getattr(self, "editable_mode", False) and SHIPPED.exists():
-            target = Path(self.build_lib) / "kws" / "_models"
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(SHIPPED, target / SHIPPED.name)
+        if getattr(self, "editable_mode", False):
+            return
+        for model in SHIPPED:
+            if model.exists():
+                target = Path(self.build_lib) / "kws" / "_models"
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(model, target / model.name)
 
 
 flags = [] if sys.platform == "win32" else ["-O3", "-Wno-psabi"]   # psabi: GCC notes on the SSE2 clone

@@ -31,9 +31,12 @@ FORMAT = "kws-engine"
 FORMAT_VERSION = 2          # 2: the features may have a stateful front end (PCEN); 1: log mel only
 READS_VERSIONS = (1, 2)
 HEADER = "__kws__"
-DEFAULT_ENGINE = Path(__file__).resolve().parent.parent / "models" / "kws12_gru.npz"   # the checkout's
-# where a wheel (`pip install kws`, not editable) carries the shipped engine file: setup.py copies it there
-PACKAGED_ENGINE = Path(__file__).resolve().parent / "_models" / DEFAULT_ENGINE.name
+MODELS = Path(__file__).resolve().parent.parent / "models"          # the checkout's shipped models
+DEFAULT_ENGINE = MODELS / "kws12_gru.npz"                             # the ten commands: the default model
+WAKEWORD_ENGINE = MODELS / "marvin.npz"                               # the shipped wake word
+# where a wheel (`pip install kws`, not editable) carries the shipped model files: setup.py copies them there
+PACKAGED_MODELS = Path(__file__).resolve().parent / "_models"
+PACKAGED_ENGINE = PACKAGED_MODELS / DEFAULT_ENGINE.name
 TORCH_HINT = "pip install 'kws[train]'"
 
 
@@ -145,13 +148,18 @@ def load_engine(path: str | Path) -> EngineModel:
     return _from_header(path, head, arrays, FORMAT, "engine")
 
 
-def default_model_path() -> Path:
-    """The shipped model: the checkout's models/ (editable installs, development), else the copy inside
+def shipped_model_path(checkout_path: Path = DEFAULT_ENGINE) -> Path:
+    """A shipped model file: the checkout's models/ (editable installs, development), else the copy inside
     the installed package (a wheel), else the checkout's path (its "not found" names that path)."""
-    for p in (DEFAULT_ENGINE, PACKAGED_ENGINE):
+    for p in (checkout_path, PACKAGED_MODELS / checkout_path.name):
         if p.exists():
             return p
-    return DEFAULT_ENGINE
+    return checkout_path
+
+
+def default_model_path() -> Path:
+    """The shipped 12-class model (kws12_gru.npz): what every command uses without --model."""
+    return shipped_model_path(DEFAULT_ENGINE)
 
 
 def load_model(path: str | Path | None = None) -> EngineModel:

@@ -28,7 +28,8 @@ def base_venv(tmp_path_factory):
     for f in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
         shutil.copy(ROOT / f, src / f)
     (src / "models").mkdir()
-    shutil.copy(ROOT / "models" / "kws12_gru.npz", src / "models")
+    for model in ("kws12_gru.npz", "marvin.npz"):
+        shutil.copy(ROOT / "models" / model, src / "models")
     venv = d / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
@@ -58,6 +59,10 @@ def test_the_wheel_carries_the_shipped_model(base_venv):
                        capture_output=True, text=True, cwd=base_venv.parent)
     assert r.returncode == 0, r.stderr
     assert "site-packages" in r.stdout and r.stdout.strip().endswith("_models/kws12_gru.npz")
+    r = subprocess.run([str(base_venv), "-c", "from kws.enginefile import WAKEWORD_ENGINE as w, shipped_model_path as s; "
+                        "print(s(w))"], capture_output=True, text=True, cwd=base_venv.parent)
+    assert r.returncode == 0, r.stderr
+    assert "site-packages" in r.stdout and r.stdout.strip().endswith("_models/marvin.npz")   # kws wakeword's start
 
 
 def test_base_install_has_no_torch(base_venv):
