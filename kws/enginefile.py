@@ -36,7 +36,6 @@ DEFAULT_ENGINE = MODELS / "kws12_gru.npz"                             # the ten 
 WAKEWORD_ENGINE = MODELS / "marvin.npz"                               # the shipped wake word
 # where a wheel (`pip install kws`, not editable) carries the shipped model files: setup.py copies them there
 PACKAGED_MODELS = Path(__file__).resolve().parent / "_models"
-PACKAGED_ENGINE = PACKAGED_MODELS / DEFAULT_ENGINE.name
 TORCH_HINT = "pip install 'kws[train]'"
 
 
