@@ -10,7 +10,7 @@ learned the speakers, not the word (overfit: more speakers, more augmentation).
 
 `--saturation` (needs torch) asks why the peaks stop where they do: at each validation clip's peak, the share of
 the top GRU layer's units that are saturated (|h| > 0.95) and the largest posterior the head could give the word
-with those units pushed all the way to +-1 (the ceiling of that state). A ceiling close to the median peak means
+with every unit pushed all the way to +-1 in the direction it points (the ceiling of that state). A ceiling close to the median peak means
 the model is confident as far as its head allows, and a threshold close to it sits where every clip's score is
 compressed.
 """
