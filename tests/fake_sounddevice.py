@@ -23,6 +23,26 @@ class FakeStatus:
         return self.input_overflow
 
 
+class _Stream:
+    """What the fake InputStreams share: start() runs `_run` on a thread until stop() or close()."""
+
+    def __init__(self, callback, finished_callback, blocksize, channels=1):
+        self.callback, self.finished_callback = callback, finished_callback
+        self.blocksize, self.channels = blocksize, channels
+        self.active, self._stop = False, threading.Event()
+
+    def start(self):
+        self.active = True
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def stop(self):
+        self._stop.set()
+        self.active = False
+
+    def close(self):
+        self._stop.set()
+
+
 class FakeSD:
     """Just enough of sounddevice: devices, defaults, check_input_settings and an InputStream that
     plays `audio` through the callback, then does `after` ('stall', 'finish', 'interrupt', 'loop')."""
@@ -39,19 +59,13 @@ class FakeSD:
         self.rescans = 0
         fake = self
 
-        class InputStream:
+        class InputStream(_Stream):
             def __init__(self, device, samplerate, channels, dtype, blocksize, callback, finished_callback):
                 if fake.open_error:
                     raise FakePortAudioError(fake.open_error)
                 fake.opened = dict(device=device, samplerate=samplerate, channels=channels, dtype=dtype,
                                    blocksize=blocksize)
-                self.callback, self.finished_callback = callback, finished_callback
-                self.active, self._stop = False, threading.Event()
-                self.blocksize, self.channels = blocksize, channels
-
-            def start(self):
-                self.active = True
-                threading.Thread(target=self._run, daemon=True).start()
+                super().__init__(callback, finished_callback, blocksize, channels)
 
             def _run(self):
                 x = fake.audio if fake.audio is not None else np.zeros((48000, self.channels), np.float32)
@@ -77,13 +91,6 @@ class FakeSD:
                         time.sleep(0.2)
                         _thread.interrupt_main()
                     return   # 'stall': stays active, never calls back again
-
-            def stop(self):
-                self._stop.set()
-                self.active = False
-
-            def close(self):
-                self._stop.set()
 
         self.InputStream = InputStream
 
@@ -119,18 +126,13 @@ class FlakySD(FakeSD):
         self.opens = 0
         fake = self
 
-        class InputStream:
+        class InputStream(_Stream):
             def __init__(self, device, samplerate, channels, dtype, blocksize, callback, finished_callback):
                 fake.opens += 1
                 if 1 < fake.opens <= 1 + fake.fail_opens:
                     raise FakePortAudioError("Device unavailable [PaErrorCode -9985]")
                 self.n = fake.opens
-                self.callback, self.finished_callback = callback, finished_callback
-                self.blocksize, self.active, self._stop = blocksize, False, threading.Event()
-
-            def start(self):
-                self.active = True
-                threading.Thread(target=self._run, daemon=True).start()
+                super().__init__(callback, finished_callback, blocksize)
 
             def _run(self):
                 x, b = fake.audio, self.blocksize
@@ -146,12 +148,5 @@ class FlakySD(FakeSD):
                 while not self._stop.is_set():       # back: silence from now on
                     self.callback(np.zeros((b, 1), np.float32), b, None, None)
                     time.sleep(0.001)
-
-            def stop(self):
-                self._stop.set()
-                self.active = False
-
-            def close(self):
-                self._stop.set()
 
         self.InputStream = InputStream
