@@ -23,9 +23,9 @@ class BuildPyWithModel(build_py):
         super().run()
         if getattr(self, "editable_mode", False):
             return
+        target = Path(self.build_lib) / "kws" / "_models"
         for model in SHIPPED:
             if model.exists():
-                target = Path(self.build_lib) / "kws" / "_models"
                 target.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(model, target / model.name)
 

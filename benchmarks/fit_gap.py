@@ -25,14 +25,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def peaks(model, clips: list, word: str, per: int, lowest: int = 0) -> np.ndarray:
-    """Detector-view peak of `word`'s own column on the first `per` clips of it among `clips`; prints the
-    `lowest` clips (the ones it misses first: worth a listen, they may be cut off or silent)."""
-    from kws.evaluate import _detector_posteriors, load_clips
+def word_waves(clips: list, word: str, per: int) -> tuple[list, np.ndarray]:
+    """The first `per` clips of `word` among `clips`, and their audio (decoded once, for every measure)."""
+    from kws.evaluate import load_clips
     clips = [c for c in clips if c.word == word][:per]
-    if not clips:
+    return clips, (load_clips(clips, [], progress=False)[0] if clips else np.zeros((0, 0), np.float32))
+
+
+def peaks(model, clips: list, waves: np.ndarray, word: str, lowest: int = 0) -> np.ndarray:
+    """Detector-view peak of `word`'s own column on each clip; prints the `lowest` clips (the ones it
+    misses first: worth a listen, they may be cut off or silent)."""
+    from kws.evaluate import _detector_posteriors
+    if not len(clips):
         return np.zeros(0)
-    waves, _, _ = load_clips(clips, [], progress=False)
     k = model.labels.index(word)
     out = np.array([sm[:, k].max() for _, sm in _detector_posteriors(model, waves, 1.0, 0, 256)])
     for i in np.argsort(out)[:lowest]:
@@ -40,18 +45,14 @@ def peaks(model, clips: list, word: str, per: int, lowest: int = 0) -> np.ndarra
     return out
 
 
-def saturation(model_path: str, clips: list, word: str, per: int) -> tuple[float, float]:
+def saturation(bundle, waves: np.ndarray, word: str) -> tuple[float, float]:
     """(median share of saturated top-layer units, median ceiling posterior) at the peaks of `word`'s clips."""
     import torch
-    from kws.evaluate import load_clips
     from kws.training.features_torch import MFCC
-    from kws.training.modelfile import load_bundle
-    b = load_bundle(model_path)
-    net, mfcc, k = b.model.eval(), MFCC(b.features), b.labels.index(word)
+    net, mfcc, k = bundle.model.eval(), MFCC(bundle.features), bundle.labels.index(word)
     W, bias = net.head.weight.detach().numpy(), net.head.bias.detach().numpy()
-    waves, _, _ = load_clips([c for c in clips if c.word == word][:per], [], progress=False)
     sat, ceil = [], []
-    quiet = np.zeros((len(waves), b.features.sample_rate), np.float32)
+    quiet = np.zeros((len(waves), bundle.features.sample_rate), np.float32)
     with torch.no_grad():
         h, _ = net.hidden_all(mfcc(torch.from_numpy(np.concatenate([waves, quiet], axis=1))))
     for hc in h.numpy():
@@ -80,6 +81,9 @@ def main() -> int:
     m = as_engine_model(a.model)
     sp = KeywordSpotter(m)
     split = {s: collect_clips([a.root], m.labels, split=s)[0] for s in ("training", "validation")}   # one scan each
+    if a.saturation:
+        from kws.training.modelfile import load_bundle
+        bundle = load_bundle(a.model)             # the torch model, read once: saturation needs its hidden states
     print(f"{a.model}: share of clean clips whose peak reaches the threshold, training / validation speakers")
     print(f"{'word':8s} {'thr':>5s} {'train':>6s} {'val':>6s}   {'train>=.5':>9s} {'val>=.5':>7s}   median train / val   n"
           + ("   saturated  ceiling" if a.saturation else ""))
@@ -87,13 +91,14 @@ def main() -> int:
         if word in NON_KEYWORDS:
             continue
         thr = a.threshold if a.threshold is not None else float(sp.label_thresholds[k])
-        t, v = peaks(m, split["training"], word, a.per), peaks(m, split["validation"], word, a.per, a.lowest)
+        (tc, tw), (vc, vw) = word_waves(split["training"], word, a.per), word_waves(split["validation"], word, a.per)
+        t, v = peaks(m, tc, tw, word), peaks(m, vc, vw, word, a.lowest)
         if not len(t) or not len(v):
             print(f"{word:8s} no clips in one of the splits")
             continue
         print(f"{word:8s} {thr:5.2f} {(t >= thr).mean():6.3f} {(v >= thr).mean():6.3f}   {(t >= .5).mean():9.3f} "
               f"{(v >= .5).mean():7.3f}   {np.median(t):.3f} / {np.median(v):.3f}   {len(t)}/{len(v)}"
-              + ("   {:9.2f}  {:7.3f}".format(*saturation(a.model, split["validation"], word, a.per)) if a.saturation else ""),
+              + ("   {:9.2f}  {:7.3f}".format(*saturation(bundle, vw, word)) if a.saturation else ""),
               flush=True)
     return 0
 

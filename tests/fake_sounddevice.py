@@ -71,7 +71,6 @@ class FakeSD:
                 x = fake.audio if fake.audio is not None else np.zeros((48000, self.channels), np.float32)
                 if x.ndim == 1:
                     x = np.repeat(x[:, None], self.channels, 1)
-                i = 0
                 while not self._stop.is_set():
                     for k, s in enumerate(range(0, len(x) - self.blocksize + 1, self.blocksize)):
                         if self._stop.is_set():
@@ -79,7 +78,6 @@ class FakeSD:
                         ov = bool(fake.overflow_every and k % fake.overflow_every == 0)
                         self.callback(x[s:s + self.blocksize].astype(np.float32), self.blocksize, None,
                                       FakeStatus(ov))
-                        i += 1
                         if fake.pace:
                             time.sleep(fake.pace)
                     if fake.after == "loop":
