@@ -506,3 +506,59 @@ def test_weight_decay_option_reaches_the_optimiser_and_refuses_negatives(tmp_pat
     assert main(["train", "--data", str(root), "--weight-decay", "-1", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--weight-decay" in err[0]
+
+
+def _float_weights(path):
+    return {k: v.double() for k, v in load_bundle(path).model.state_dict().items() if v.is_floating_point()}
+
+
+def test_average_epochs_writes_the_mean_of_the_last_epochs_weights_and_survives_a_resume(tmp_path):
+    """averaged.npz is the mean of the weights at the end of the last N epochs (what kws wakeword ships);
+    its running sum lives in the checkpoint, so a resumed run averages the same epochs."""
+    import torch
+    root = make_corpus(tmp_path / "corpus", speakers=6)
+    cfg = tiny_cfg(root, tmp_path / "run", epochs=3)
+    cfg.average_epochs, cfg.keep_epochs = 2, True
+    r = train(cfg, progress=False)
+    run = tmp_path / "run"
+    assert r["averaged"] == str(run / "averaged.npz")
+    e2, e3, avg = (_float_weights(run / n) for n in ("epoch2.npz", "epoch3.npz", "averaged.npz"))
+    assert sorted(p.name for p in run.glob("epoch*.npz")) == ["epoch1.npz", "epoch2.npz", "epoch3.npz"]
+    for k in avg:
+        torch.testing.assert_close(avg[k], (e2[k] + e3[k]) / 2, atol=1e-6, rtol=0)
+    assert max(float((avg[k] - e3[k]).abs().max()) for k in avg) > 1e-4    # not just the last epoch's weights
+    assert load_bundle(run / "averaged.npz").meta["averaged_epochs"] == 2
+    assert "averaged" not in train(tiny_cfg(root, tmp_path / "plain", epochs=1), progress=False)
+
+    cut = replace(cfg, out=str(tmp_path / "cut"), average_epochs=3, deadline_s=1e-6)   # stops after epoch 1
+    train(cut, progress=False)
+    train(replace(cut, deadline_s=0.0), resume=True, progress=False)                   # epochs 2 and 3
+    w = [_float_weights(tmp_path / "cut" / f"epoch{i}.npz") for i in (1, 2, 3)]
+    avg = _float_weights(tmp_path / "cut" / "averaged.npz")
+    for k in avg:
+        torch.testing.assert_close(avg[k], sum(x[k] for x in w) / 3, atol=1e-6, rtol=0)
+
+
+def test_init_rows_start_a_new_words_output_row_from_another_label(tmp_path):
+    """kws wakeword --inherit: the new word's head row starts as the init wake word's (not from noise);
+    naming a label the init model lacks is one clear error."""
+    from kws.errors import KwsError
+    root = make_corpus(tmp_path / "corpus", speakers=6)
+    src = tiny_cfg(root, tmp_path / "src", epochs=1)
+    src.words = ["yes"]
+    train(src, progress=False)
+    init = str(tmp_path / "src" / "model.npz")
+    w_src = load_bundle(init).model.head.weight.detach()
+
+    def new_head(out, rows):
+        cfg = tiny_cfg(root, tmp_path / out, epochs=1)
+        cfg.words, cfg.init, cfg.init_new_head, cfg.init_rows, cfg.lr = ["no"], init, True, rows, 1e-12
+        train(cfg, progress=False)
+        return load_bundle(tmp_path / out / "last.npz").model.head.weight.detach()
+
+    inherited, fresh = new_head("inherit", {"no": "yes"}), new_head("fresh", {})
+    np.testing.assert_allclose(inherited[2].numpy(), w_src[2].numpy(), atol=1e-5)   # [sil, unk, no] <- yes
+    np.testing.assert_allclose(inherited[:2].numpy(), w_src[:2].numpy(), atol=1e-5)  # shared labels as before
+    assert float((fresh[2] - w_src[2]).abs().max()) > 1e-2
+    with pytest.raises(KwsError, match="no label 'up' to start 'no'"):
+        new_head("bad", {"no": "up"})

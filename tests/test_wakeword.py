@@ -64,6 +64,12 @@ def test_a_new_wake_word_starts_from_the_shipped_wake_word(monkeypatch, tmp_path
     assert W.default_init() == E.default_model_path()
 
 
+def test_inherit_starts_the_new_word_from_a_one_word_models_word_only():
+    assert W.inherited_rows(REPO / "models" / "marvin.npz", "happy") == {"happy": "marvin"}
+    assert W.inherited_rows(REPO / "models" / "marvin.npz", "marvin") == {}        # its own row already
+    assert W.inherited_rows(REPO / "models" / "kws12_gru.npz", "happy") == {}      # ten words: none to choose
+
+
 def _record_through_the_mic(mic, word, out: Path, voices) -> list[str]:
     """`kws record WORD --takes len(voices)` while espeak-ng voices say the word into the virtual mic."""
     wavs = [espeak_wav(word, out.parent / f"say_{v}.wav", voice=v) for v in voices]
@@ -124,6 +130,8 @@ def test_e2e_custom_word_recorded_trained_and_detected(virtual_mic, tmp_path):
     m = load_model(model)
     assert m.labels == ["_silence_", "_unknown_", word] and m.detector["threshold"] == pytest.approx(summary["threshold"])
     assert m.meta["kind"] == "wake-word" and m.meta["word"] == word
+    # it ships the mean of the epochs' weights, not the first epoch that ties on the few held-out takes
+    assert summary["weights"] == "average" and m.meta["averaged_epochs"] == 2
 
     # the word in a replayed file, said by the voice of the takes, between silences and a confuser
     x = np.concatenate([np.zeros(SR // 2, np.float32), sf.read(espeak_wav(word, tmp_path / "r1.wav", voice="en-us+m3"))[0],

@@ -9,6 +9,7 @@ fire just after a keyword and to fall back to silence, whatever came before.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -69,6 +70,7 @@ class TrainConfig:
     pcen_time_s: float = FeatureConfig.pcen_time_s   # PCEN's smoother time constant
     init: str = ""                 # start from this model file's weights (fine-tuning)
     init_new_head: bool = False    # with init: its labels may differ; every weight but the output head is copied
+    init_rows: dict = field(default_factory=dict)   # new head: {new label: init label} rows copied beyond the shared labels
     threads: int = 1               # torch threads of the trainer; `workers` other processes make the batches
     workers: int = 1               # batch producer processes (augmentation + features) per trainer process
     device: str = "auto"           # auto (CUDA where present), cpu, cuda, mps (kws/training/distributed.py)
@@ -79,6 +81,8 @@ class TrainConfig:
     stream_pack: float = 0.0       # share of sequences packed like a live stream (words 0.08-1.5 s apart, one noise bed)
     word_aux: float = 0.0          # weight of an auxiliary loss naming each word (training only; 0: off)
     deadline_s: float = 0.0        # stop (and save) once training has run this long, whatever is left (0: off)
+    average_epochs: int = 0        # also write averaged.npz: the mean weights at the end of the last N epochs (0: off)
+    keep_epochs: bool = False      # also write epochN.npz after every epoch (to choose or average them later)
 
 
 # ------------------------------------------------------------------ data
@@ -382,6 +386,20 @@ def evaluate(model, mfcc, audio: np.ndarray, y: np.ndarray, streams: int = 8) ->
 
 # ------------------------------------------------------------------ checkpoints and reports
 
+def add_weights(total: dict | None, state: dict) -> dict:
+    """The running sum of floating-point weights (epoch averaging); integer buffers are not summed."""
+    if total is None:
+        return {k: v.detach().double().clone() for k, v in state.items() if v.is_floating_point()}
+    return {k: total[k] + state[k].detach().double() for k in total}
+
+
+def mean_weights(total: dict, n: int, like: dict) -> dict:
+    """The mean of n summed weight sets, as a state dict shaped and typed like `like` (its other buffers kept).
+    Averaging the weights at several points of one run (as in SWA) lands in a flatter spot than any one of
+    them; a GRU without batch norm needs no statistics pass afterwards."""
+    return {k: (total[k] / n).to(v.dtype) if k in total else v for k, v in like.items()}
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
@@ -520,9 +538,12 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
         if len(keep) < len(src.model.state_dict()):    # the new head starts from the old rows of labels both have
             with torch.no_grad():
                 for i, lab in enumerate(labels):
-                    if lab in src.labels:
-                        model.head.weight[i] = src.model.head.weight[src.labels.index(lab)]
-                        model.head.bias[i] = src.model.head.bias[src.labels.index(lab)]
+                    old = lab if lab in src.labels else cfg.init_rows.get(lab)
+                    if old is not None:
+                        if old not in src.labels:
+                            raise KwsError(f"--init {cfg.init}: no label {old!r} to start {lab!r}'s row from")
+                        model.head.weight[i] = src.model.head.weight[src.labels.index(old)]
+                        model.head.bias[i] = src.model.head.bias[src.labels.index(old)]
         print(f"initialised from {cfg.init}" + (" (a new output head)" if len(keep) < len(src.model.state_dict()) else ""),
               file=sys.stderr)
         if cfg.hard_negatives > 0 and unk >= 0:
@@ -562,6 +583,7 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
     if cfg.select_root and (val_root is None or not (val_root == root_names.index(cfg.select_root)).any()):
         raise KwsError(f"--select-root {cfg.select_root!r} has no validation clips")
     history, best, start_epoch = [], -math.inf, 0     # the score may be -loss (no validation set)
+    avg_sum, avg_n = None, 0      # running sum of the epoch-end weights that cfg.average_epochs averages
     ckpt = out / "checkpoint.pt"
     # rank 0 reads the checkpoint and sends it to the others (no shared file system needed)
     c = ddp.broadcast(torch.load(ckpt, weights_only=True, map_location="cpu") if ddp.main and ckpt.exists()
@@ -574,6 +596,8 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
         if word_head is not None:
             word_head.load_state_dict(c["word_head"])
         history, best, start_epoch = json.loads(c["history"]), c["best"], c["epoch"] + 1
+        if "avg_sum" in c:
+            avg_sum, avg_n = c["avg_sum"], int(c["avg_n"])
         torch.set_rng_state(c["torch_rng"])
         print(f"resumed from {ckpt} after epoch {c['epoch'] + 1}", file=sys.stderr)
     print(f"model: {count_parameters(model)} parameters; {steps} steps/epoch of "
@@ -673,8 +697,17 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
         # the latest weights too: clip accuracy moves by noise late in the schedule, and the annealed last
         # epoch can be the better detector on streams (choose between them on dev streams)
         save_bundle(bundle, out / "last.npz")
+        if cfg.keep_epochs:
+            save_bundle(bundle, out / f"epoch{epoch + 1}.npz")
+        if cfg.average_epochs > 0 and (epoch >= cfg.epochs - cfg.average_epochs or stopped):
+            avg_sum, avg_n = add_weights(avg_sum, bundle.model.state_dict()), avg_n + 1
+            averaged = Bundle(model=copy.deepcopy(bundle.model), features=fcfg, labels=labels,
+                              detector=bundle.detector, meta={**meta, "averaged_epochs": avg_n})
+            averaged.model.load_state_dict(mean_weights(avg_sum, avg_n, bundle.model.state_dict()))
+            save_bundle(averaged, out / "averaged.npz")
         save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                                "epoch": epoch, "best": best, "history": json.dumps(history),
+                               **({"avg_sum": avg_sum, "avg_n": avg_n} if avg_sum is not None else {}),
                                "torch_rng": torch.get_rng_state(), **checkpoint_model(bundle),
                                **({"word_head": word_head.state_dict()} if word_head is not None else {})})
         with open(out / "metrics.csv", "w", newline="") as fh:
@@ -685,7 +718,8 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, progress: bool, command: s
         ddp.barrier()
         if stopped:
             break
-    return {"history": history, "best": best, "model": str(out / "model.npz"), "stopped_early": stopped}
+    return {"history": history, "best": best, "model": str(out / "model.npz"), "stopped_early": stopped,
+            **({"averaged": str(out / "averaged.npz")} if avg_n else {})}
 
 
 # TrainConfig fields that are plain `--name VALUE` options, with their types (one list for parser and run)
@@ -717,6 +751,8 @@ PLAIN_OPTIONS = [  # (TrainConfig field, type, help)
                            "0.08-1.5 s apart over one noise bed (0: every clip in its own 1 s slot)"),
     ("word_aux", float, "weight of an auxiliary loss that names each word (cat, bed, yes...) on the frames "
                         "that carry its label; training only, the model file is unchanged (0: off)"),
+    ("average_epochs", int, "also write OUT/averaged.npz, the mean of the weights at the end of the last N "
+                            "epochs (SWA-like; a steadier model than any one epoch on few clips) (0: off)"),
 ]
 
 
@@ -758,6 +794,7 @@ def add_parser(sub) -> None:
     p.add_argument("--amp", default=TrainConfig.amp, choices=AMP,
                    help="mixed precision: auto (bf16 on CUDA where the GPU has it, else fp16 with a gradient "
                         "scaler; off on CPU and MPS), off, bf16, fp16")
+    p.add_argument("--keep-epochs", action="store_true", help="also write OUT/epochN.npz after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -791,12 +828,13 @@ def run(args) -> int:
                       cache=args.cache or None, augment=not args.no_augment, init=args.init, init_new_head=args.init_new_head, frontend=args.frontend,
                       augment_overrides=parse_augment(args.augment),
                       unknown_inside=not args.no_unknown_inside, select_root=args.select_root,
-                      device=args.device, amp=args.amp, **{k: getattr(args, k) for k, _, _ in PLAIN_OPTIONS})
+                      device=args.device, amp=args.amp, keep_epochs=args.keep_epochs, **{k: getattr(args, k) for k, _, _ in PLAIN_OPTIONS})
     try:
         r = train(cfg, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
                   command="kws " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     except FileNotFoundError as e:
         raise KwsError(str(e)) from None
     h = r["history"][-1] if r["history"] else {}
-    print(f"best model: {r['model']} (selection score {r['best']:.4f}); last epoch: {json.dumps(h)}")
+    print(f"best model: {r['model']} (selection score {r['best']:.4f}); last epoch: {json.dumps(h)}"
+          + (f"; epoch average: {r['averaged']}" if r.get("averaged") else ""))
     return 0
