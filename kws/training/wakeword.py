@@ -411,8 +411,8 @@ def probe_step_s(root: Path, labels, cfg, progress: bool) -> float:
 def default_init() -> Path:
     """What a new wake word is fine-tuned from: the shipped wake word (marvin.npz), a one-word spotter that
     already learned to let every other real word through unfired, which is most of a new wake word's job
-    (few-shot "happy", clip recall at <= 1 FA/h: 96.2 / 88.6 / 79.3% from it, 84.2 / 80.4 / 52.2% from the 12-class
-    model; docs/wake-words.md); the 12-class model where it is missing."""
+    (few-shot "happy", clip recall at <= 1 FA/h, epoch-1 models: 96.2 / 88.6 / 79.3% from it, 84.2 / 80.4 /
+    52.2% from the 12-class model; docs/wake-words.md); the 12-class model where it is missing."""
     from ..enginefile import WAKEWORD_ENGINE, default_model_path, shipped_model_path
     p = shipped_model_path(WAKEWORD_ENGINE)
     return p if p.exists() else default_model_path()
