@@ -507,7 +507,7 @@ def run_wakeword(args) -> int:
     from ..enginefile import load_model, save_engine
     # few held-out clips tie (8 synthetic takes all detected), so "the best epoch" on them is the first one
     # by accident; the mean of every epoch's weights is the steadier rule across enrollments (docs/wake-words.md)
-    picked = {"average": res.get("averaged", res["model"]), "last": str(Path(res["model"]).with_name("last.npz")),
+    picked = {"average": res["averaged"], "last": str(Path(res["model"]).with_name("last.npz")),
               "best": res["model"]}[args.pick]
     model = load_model(picked)
     thresholds = np.round(np.arange(0.5, 0.995, 0.01), 2)
