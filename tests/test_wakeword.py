@@ -186,3 +186,24 @@ def test_fewshot_enrollment_takes_few_speakers_of_the_training_split(tmp_path):
     assert {it.split for it in got} == {"training"}
     held = FS.heldout_clips(root, "happy", {it.speaker for it in got})
     assert [it.speaker for it in held] == [f"{5:08x}"]
+
+
+def test_holdout_sets_how_many_takes_train(tmp_path, capsys):
+    """By default a quarter of the takes is kept out to measure recall on; `--holdout 0` trains on all of
+    them (with ten takes, 25% more real voice to learn from)."""
+    takes = []
+    for i in range(8):
+        p = tmp_path / "takes" / "happy" / f"me_nohash_{i}.wav"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(p, (0.1 * np.sin(np.arange(8000) * (0.05 + 0.01 * i))).astype(np.float32), SR)
+        takes.append(p)
+    for holdout, n_test in ((None, 2), (0, 0), (3, 3), (20, 8)):
+        b = W.build_set("happy", takes, tmp_path / "w", tts=False, max_voices=0, negative_roots=[], n_real=0,
+                        seed=0, progress=False, holdout=holdout)
+        assert len(b["test_takes"]) == n_test and b["train_takes"] == 8 - n_test
+        written = sorted((b["root"] / "happy").glob("*.wav"))
+        assert len({p.name.split("_nohash_")[1] for p in written}) == 8 - n_test
+    assert main(["wakeword", "happy", "--takes", str(tmp_path / "takes"), "--holdout", "-1"]) == 2
+    assert "--holdout" in _err(capsys)
+    assert main(["wakeword", "happy", "--takes", str(tmp_path / "takes"), "--augment", "vtlp=wide"]) == 2
+    assert "vtlp needs LOW:HIGH" in _err(capsys)

@@ -242,8 +242,9 @@ def user_takes(folder: Path, word: str) -> list[Path]:
 
 
 def build_set(word: str, takes: list[Path], work: Path, tts: bool, max_voices: int, negative_roots: list[Path],
-              n_real: int, seed: int, progress: bool) -> dict:
-    """The training root under work/data and the held-out material for the summary."""
+              n_real: int, seed: int, progress: bool, holdout: int | None = None) -> dict:
+    """The training root under work/data and the held-out material for the summary. `holdout`: user takes
+    kept out of training to measure recall on (None: a quarter of them, at least one of two or more)."""
     from ..audio import load_clip
     from ..progress import progress as bar
     data = work / "data"
@@ -253,7 +254,7 @@ def build_set(word: str, takes: list[Path], work: Path, tts: bool, max_voices: i
     rng = random.Random(seed)
     takes = list(takes)
     rng.shuffle(takes)
-    n_test = max(1, len(takes) // 4) if len(takes) >= 2 else 0
+    n_test = (max(1, len(takes) // 4) if len(takes) >= 2 else 0) if holdout is None else min(holdout, len(takes))
     test_takes, train_takes = takes[:n_test], takes[n_test:]
     confs = confusers(word, seed=seed)
     notes, val = [], []
@@ -436,6 +437,10 @@ def run_wakeword(args) -> int:
         raise WakeWordError(f"--minutes must be between 0.5 and 600, got {args.minutes:g}")
     if not (0.0 <= args.max_fa_per_hour <= 100):
         raise WakeWordError(f"--max-fa-per-hour must be between 0 and 100, got {args.max_fa_per_hour:g}")
+    if getattr(args, "holdout", None) is not None and args.holdout < 0:
+        raise WakeWordError(f"--holdout must be 0 or more, got {args.holdout}")
+    from .train import parse_augment
+    aug_overrides = parse_augment(getattr(args, "augment", "") or "")     # a bad field fails before the TTS work
     out = Path(args.out or f"models/{word}.npz")
     if out.suffix != ".npz":
         raise WakeWordError(f"--out {out}: a model file is a .npz")
@@ -465,7 +470,8 @@ def run_wakeword(args) -> int:
     print(f"kws wakeword: '{word}': {len(takes)} take(s) of yours, TTS {'on' if args.tts else 'off'}, "
           f"negative roots: {', '.join(map(str, roots)) or 'none'}; budget {args.minutes:g} min", file=sys.stderr)
 
-    built = build_set(word, takes, work, args.tts, args.voices, roots, args.real_negatives, args.seed, progress)
+    built = build_set(word, takes, work, args.tts, args.voices, roots, args.real_negatives, args.seed, progress,
+                      holdout=getattr(args, "holdout", None))
     if not (built["root"] / word).is_dir():
         raise WakeWordError(f"no takes of '{word}' to train on (all were held out, or TTS made none): "
                             "record more takes or use --tts")
@@ -481,7 +487,8 @@ def run_wakeword(args) -> int:
     cfg = TrainConfig(data=[str(built["root"])], words=[word], out=str(work / "run"), init=str(init),
                       init_new_head=True, init_rows=inherited_rows(init, word) if args.inherit else {},
                       cache=str(work / "cache"), lr=args.lr, batch=32, seq_clips=4,
-                      seed=args.seed, device="cpu", amp="off", threads=1, workers=1)
+                      seed=args.seed, device="cpu", amp="off", threads=1, workers=1,
+                      augment_overrides=aug_overrides)
     step_s = probe_step_s(built["root"], labels, cfg, progress)
     eval_reserve = 20.0 + 0.04 * len(built["stream_neg"])      # 86 s measured for 2000 clips
     left = args.minutes * 60 - (time.monotonic() - t_start) - eval_reserve
@@ -582,6 +589,9 @@ def add_parser(sub) -> None:
                    help="Speech Commands-layout roots of real speech used as negatives ('none': none; "
                         "default: those of ../shared/real_speech, real_words, speech_commands_part that exist)")
     p.add_argument("--real-negatives", type=int, default=1500, metavar="N", help="real negative clips to use (1500)")
+    p.add_argument("--holdout", type=int, default=None, metavar="N",
+                   help="takes kept out of training to measure recall on (default: a quarter of them; 0: train "
+                        "on every take, the summary then has no recall on your voice)")
     p.add_argument("--out", default=None, help="model file to write (default models/WORD.npz)")
     p.add_argument("--work", default=None, help="working folder (default runs/wakeword_WORD)")
     p.add_argument("--init", default=None, help="model to fine-tune from (default: the shipped wake word, "
@@ -595,6 +605,9 @@ def add_parser(sub) -> None:
                    help="which weights to ship: the mean of every epoch's (default), the last epoch's, or the "
                         "epoch best on the held-out synthetic takes (few clips: often a tie, kept for comparison)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--augment", default="", metavar="FIELD=VALUE,...",
+                   help="change augmentation settings as in kws train (kws/training/augment.py AugmentConfig), "
+                        "e.g. vtlp=0.8:1.2")
     p.add_argument("--max-fa-per-hour", type=float, default=1.0,
                    help="the threshold chosen: the lowest with at most this many false alarms per hour on the "
                         "negative stream (default 1)")
