@@ -440,10 +440,10 @@ def run_wakeword(args) -> int:
         raise WakeWordError(f"--minutes must be between 0.5 and 600, got {args.minutes:g}")
     if not (0.0 <= args.max_fa_per_hour <= 100):
         raise WakeWordError(f"--max-fa-per-hour must be between 0 and 100, got {args.max_fa_per_hour:g}")
-    if getattr(args, "holdout", None) is not None and args.holdout < 0:
+    if args.holdout is not None and args.holdout < 0:
         raise WakeWordError(f"--holdout must be 0 or more, got {args.holdout}")
     from .train import parse_augment
-    aug_overrides = parse_augment(getattr(args, "augment", "") or "")     # a bad field fails before the TTS work
+    aug_overrides = parse_augment(args.augment)     # a bad field fails before the TTS work
     out = Path(args.out or f"models/{word}.npz")
     if out.suffix != ".npz":
         raise WakeWordError(f"--out {out}: a model file is a .npz")
@@ -474,7 +474,7 @@ def run_wakeword(args) -> int:
           f"negative roots: {', '.join(map(str, roots)) or 'none'}; budget {args.minutes:g} min", file=sys.stderr)
 
     built = build_set(word, takes, work, args.tts, args.voices, roots, args.real_negatives, args.seed, progress,
-                      holdout=getattr(args, "holdout", None))
+                      holdout=args.holdout)
     if not (built["root"] / word).is_dir():
         raise WakeWordError(f"no takes of '{word}' to train on (all were held out, or TTS made none): "
                             "record more takes or use --tts")
@@ -601,7 +601,7 @@ def add_parser(sub) -> None:
     p.add_argument("--real-negatives", type=int, default=1500, metavar="N", help="real negative clips to use (1500)")
     p.add_argument("--holdout", type=int, default=None, metavar="N",
                    help="takes kept out of training to measure recall on (default: a quarter of them; 0: train "
-                        "on every take, the summary then has no recall on your voice)")
+                        "on every take; the summary then scores the trained-on takes, not a measure of new ones)")
     p.add_argument("--out", default=None, help="model file to write (default models/WORD.npz)")
     p.add_argument("--work", default=None, help="working folder (default runs/wakeword_WORD)")
     p.add_argument("--init", default=None, help="model to fine-tune from (default: the shipped wake word, "
